@@ -1,0 +1,129 @@
+"""Worker start-up: what happens when ``dramatiq jwql_dramatiq.actors`` imports the actors.
+
+The Dramatiq CLI imports the broker module in each worker process, then calls
+``dramatiq.get_broker()``. :func:`boot_worker` runs in that window, while the process is still
+single-threaded: it loads the config, sets the CRDS environment, builds the broker, forks the
+preloaded fork server, routes every actor through it, and checks that Redis answers.
+
+Failures are reported in one line (no traceback) and end the worker with Dramatiq's
+documented codes: 2 (``RET_IMPORT``) for a bad config, 3 (``RET_CONNECT``) for Redis
+unreachable.
+"""
+
+from __future__ import annotations
+
+import atexit
+import importlib
+import logging
+import os
+import sys
+
+from dramatiq.errors import BrokerConnectionError
+
+from . import registry
+from .errors import ConfigError, JwqlDramatiqError, RedisUnavailable
+
+logger = logging.getLogger(__name__)
+
+#: Seconds the worker waits for the fork server's preload and first child before taking messages.
+READY_TIMEOUT_S = 600.0
+
+#: The worker's executor, once booted (None in monitors and in-process workers).
+EXECUTOR = None
+
+
+class WorkerConfigError(ConfigError, ImportError):
+    """A bad config at worker start; Dramatiq exits with RET_IMPORT (2)."""
+
+
+class WorkerRedisUnavailable(RedisUnavailable, BrokerConnectionError):
+    """Redis unreachable at worker start; Dramatiq exits with RET_CONNECT (3)."""
+
+
+class _OneLineErrors(logging.Filter):
+    """Print this package's start-up errors as one line instead of a screen of traceback."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        exc = record.exc_info[1] if record.exc_info else None
+        if isinstance(exc, JwqlDramatiqError):
+            record.msg, record.args = f"jwql-dramatiq: {exc}", ()
+            record.exc_info, record.exc_text = None, None
+        return True
+
+
+def _install_one_line_errors() -> None:
+    for handler in logging.getLogger().handlers:
+        handler.addFilter(_OneLineErrors())
+
+
+def boot_worker() -> None:
+    """Boot this process as a jwql_dramatiq worker (see the module docstring).
+
+    Raises
+    ------
+    WorkerConfigError
+        The config is invalid.
+    WorkerRedisUnavailable
+        Redis does not answer.
+    """
+    global EXECUTOR
+    from .broker import setup_broker
+    from .config import load_config
+    from .connection import check_redis
+
+    _install_one_line_errors()
+    try:
+        config = load_config()
+    except ConfigError as e:
+        raise WorkerConfigError(e.path, e.key, e.problem) from None
+
+    os.makedirs(config.working_dir, exist_ok=True)
+    if config.crds_path:
+        from .pipeline.crds_env import apply_crds_environment
+
+        apply_crds_environment(config.crds_path, server_url=config.crds_server_url, context=config.crds_context,
+                               write_stub=config.crds_offline_stub)
+    broker = setup_broker(config)
+    for module in config.actor_modules:  # before the fork server starts, so its children have them too
+        importlib.import_module(module)
+    if config.max_tasks_per_child > 0:
+        from .executor import Executor
+
+        EXECUTOR = Executor(
+            max_tasks_per_child=config.max_tasks_per_child,
+            time_limit_for=config.time_limit_for,
+            memory_limit_mib=config.memory_limit_mb,
+            preload_modules=list(config.preload),
+            warm_up=config.warm_up,
+            work_dir=config.working_dir,
+        )
+        EXECUTOR.start()
+        atexit.register(EXECUTOR.close)
+        registry.set_task_runner(_run_in_child)
+    try:
+        check_redis(broker.client, config.redis_address)
+    except RedisUnavailable as e:
+        raise WorkerRedisUnavailable(e.address, e.reason) from None
+    if EXECUTOR is not None and not EXECUTOR.wait_ready(READY_TIMEOUT_S):
+        logger.warning("The fork server is not ready after %.0f s; tasks will wait for it.", READY_TIMEOUT_S)
+    logger.info("jwql_dramatiq worker booted: queue %r on %s, max_tasks_per_child=%d.",
+                config.queue_name, config.redis_address, config.max_tasks_per_child)
+
+
+def _run_in_child(actor_name: str, args: tuple, kwargs: dict):
+    from dramatiq.middleware import CurrentMessage
+
+    message = CurrentMessage.get_current_message()
+    context = {}
+    if message is not None:
+        context = {
+            "queue_name": message.queue_name, "actor_name": message.actor_name, "args": message.args,
+            "kwargs": message.kwargs, "options": dict(message.options), "message_id": message.message_id,
+            "message_timestamp": message.message_timestamp,
+        }
+    return EXECUTOR.run(actor_name, tuple(args), dict(kwargs), context)
+
+
+def is_dramatiq_cli() -> bool:
+    """Whether this process was started by the ``dramatiq`` command line (which imports dramatiq.cli)."""
+    return "dramatiq.cli" in sys.modules

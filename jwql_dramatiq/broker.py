@@ -1,0 +1,220 @@
+"""The one place that builds the Redis broker and its results backend from the config.
+
+Defaults suit long astronomy jobs rather than Dramatiq's web-request defaults:
+
+- no automatic retries unless an actor asks (``max_retries`` defaults to 0);
+- no 10-minute time limit: the fresh-process executor enforces a per-actor hard limit
+  (``time_limit_s``, default 4 h, the original's visibility timeout);
+- results are stored for every actor and kept ``result_ttl_s`` (1 day);
+- each worker thread prefetches exactly one message (Celery's ``--prefetch-multiplier 1``);
+- an idle worker blocks on a per-queue wake-up list instead of sleeping through a poll
+  back-off, so a message sent to an idle worker starts within a millisecond or two.
+
+Nothing here runs at import time: :func:`get_broker` builds the broker on first call.
+"""
+
+from __future__ import annotations
+
+import threading
+from typing import Any
+
+import dramatiq
+import redis
+from dramatiq.brokers.redis import RedisBroker, _RedisConsumer
+from dramatiq.common import current_millis
+from dramatiq.message import Message
+from dramatiq.middleware import AgeLimit, Callbacks, CurrentMessage, Middleware, Pipelines, Retries, ShutdownNotifications
+from dramatiq.results import Results
+
+from . import registry
+from .config import Config, load_config
+from .errors import RedisUnavailable
+from .results import JwqlResultsBackend
+
+#: Longest a wake-up list may grow while no worker is idle (extra tokens only cause a spare fetch).
+WAKE_LIST_MAX = 64
+
+_broker: "JwqlRedisBroker | None" = None
+_config: Config | None = None
+_lock = threading.RLock()
+
+
+class _WakingConsumer(_RedisConsumer):
+    """A Redis consumer that, when idle, blocks on its queue's wake-up list instead of sleeping.
+
+    A consumer with a full prefetch sleeps instead of blocking, so that wake-up tokens go to
+    consumers that can take the message. Every pass still runs a fetch, which is what
+    records the worker's heartbeat, so heartbeats keep at most ``timeout`` ms apart.
+    """
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self._slot_freed = threading.Event()
+
+    def ack(self, message) -> None:  # noqa: D102
+        try:
+            super().ack(message)
+        finally:
+            self._slot_freed.set()
+
+    def nack(self, message) -> None:  # noqa: D102
+        try:
+            super().nack(message)
+        finally:
+            self._slot_freed.set()
+
+    def __next__(self):
+        try:
+            while True:
+                if self.message_cache:
+                    data = self.message_cache.pop(0)
+                    if data is None:
+                        continue
+                    message = Message.decode(data)
+                    self.queued_message_ids.add(message.message_id)
+                    return dramatiq.MessageProxy(message)
+
+                idle = self.outstanding_message_count < self.prefetch
+                if idle:
+                    self.message_cache = self.broker.do_fetch(self.queue_name, self.prefetch - self.outstanding_message_count)
+                    if self.message_cache:
+                        continue
+                    self.broker.client.blpop([self.broker.wake_key(self.queue_name)], timeout=self.timeout / 1000)
+                else:
+                    self.broker.do_fetch(self.queue_name, 0)  # heartbeat only
+                    # Wake as soon as the running message is acked, to fetch the next at once.
+                    self._slot_freed.wait(self.timeout / 1000)
+                    self._slot_freed.clear()
+                return None
+        except redis.ConnectionError as e:
+            raise dramatiq.ConnectionClosed(e) from None
+
+
+class JwqlRedisBroker(RedisBroker):
+    """Dramatiq's RedisBroker with wake-up on enqueue and errors that name the Redis address.
+
+    Parameters
+    ----------
+    config : Config
+        The validated configuration.
+    **kwargs
+        Passed to :class:`dramatiq.brokers.redis.RedisBroker`.
+    """
+
+    def __init__(self, config: Config, **kwargs: Any) -> None:
+        self.jwql_config = config
+        self.address = config.redis_address
+        super().__init__(**kwargs)
+
+    @property
+    def consumer_class(self):  # noqa: D102
+        return _WakingConsumer
+
+    def consume(self, queue_name: str, prefetch: int = 1, timeout: int = 5000):  # noqa: D102
+        return _WakingConsumer(self, queue_name, prefetch, self.jwql_config.idle_poll_ms)
+
+    def wake_key(self, queue_name: str) -> str:
+        """The list an idle consumer of ``queue_name`` blocks on."""
+        return f"{self.namespace}:__wake__.{queue_name}"
+
+    def enqueue(self, message: Message, *, delay: int | None = None) -> Message:  # noqa: D102
+        try:
+            message = super().enqueue(message, delay=delay)
+            if delay is None:
+                key = self.wake_key(message.queue_name)
+                with self.client.pipeline(transaction=False) as pipe:
+                    pipe.rpush(key, current_millis())
+                    pipe.ltrim(key, -WAKE_LIST_MAX, -1)
+                    pipe.execute()
+            return message
+        except (redis.ConnectionError, redis.TimeoutError) as e:
+            raise RedisUnavailable(self.address, str(e)) from None
+
+
+class _WorkerDefaults(Middleware):
+    """Makes each worker thread prefetch exactly one message, whatever the thread count."""
+
+    def before_worker_boot(self, broker, worker) -> None:  # noqa: D102
+        worker.queue_prefetch = worker.worker_threads
+        worker.delay_prefetch = max(worker.delay_prefetch, 1)
+
+
+def build_broker(config: Config) -> JwqlRedisBroker:
+    """Build (but do not install) the broker and results backend for ``config``.
+
+    Parameters
+    ----------
+    config : Config
+
+    Returns
+    -------
+    JwqlRedisBroker
+        With every registered actor declared on it. No connection is opened.
+    """
+    from .connection import make_redis
+
+    client = make_redis(config)
+    backend = JwqlResultsBackend(
+        address=config.redis_address,
+        client=client,
+        namespace=f"{config.namespace}:results",
+        use_namespace_prefix_keys=True,
+    )
+    result_ttl_ms = int(config.result_ttl_s * 1000)
+    middleware = [
+        AgeLimit(),
+        ShutdownNotifications(),
+        Callbacks(),
+        Pipelines(),
+        Retries(max_retries=0),
+        CurrentMessage(),
+        Results(backend=backend, store_results=True, result_ttl=result_ttl_ms),
+        _WorkerDefaults(),
+    ]
+    broker = JwqlRedisBroker(
+        config,
+        client=client,
+        namespace=config.namespace,
+        heartbeat_timeout=int(config.heartbeat_timeout_s * 1000),
+        maintenance_chance=config.maintenance_chance,
+        middleware=middleware,
+    )
+    broker.results_backend = backend
+    registry.declare_all(broker, config.queue_name)
+    return broker
+
+
+def setup_broker(config: Config | None = None) -> JwqlRedisBroker:
+    """Build the broker from ``config`` (default: :func:`load_config`) and make it Dramatiq's global one.
+
+    Parameters
+    ----------
+    config : Config, optional
+
+    Returns
+    -------
+    JwqlRedisBroker
+    """
+    global _broker, _config
+    with _lock:
+        config = config or load_config()
+        broker = build_broker(config)
+        _broker, _config = broker, config
+        dramatiq.set_broker(broker)
+        return broker
+
+
+def get_broker() -> JwqlRedisBroker:
+    """Return the configured broker, building it from the config file on first call."""
+    with _lock:
+        return _broker if _broker is not None else setup_broker()
+
+
+def current_broker() -> JwqlRedisBroker | None:
+    """Return the broker if it has been built, without building it."""
+    return _broker
+
+
+def get_config() -> Config:
+    """Return the config the broker was built from (loading it, and building the broker, if needed)."""
+    return get_broker().jwql_config

@@ -1,0 +1,296 @@
+"""Load and validate the JWQL-style ``config.json`` into a frozen :class:`Config`.
+
+The file is found at ``$JWQL_DRAMATIQ_CONFIG``, otherwise ``./config.json``. It accepts JWQL's
+own keys (``redis_host``, ``redis_port``, ``transfer_dir``, ``working``, ``outputs``,
+``log_dir``, ``test_data``, ``logging``) and ignores JWQL's other keys, so a monitor host can
+point this server at the config file it already has.
+
+Any scalar key can be overridden from the environment as ``JWQL_DRAMATIQ_<KEY IN CAPITALS>``,
+for example ``JWQL_DRAMATIQ_REDIS_PORT=6380``; see :data:`ENV_PREFIX`. Nothing here runs at
+import time: call :func:`load_config`.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import os
+import socket
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+from urllib.parse import quote, urlsplit
+
+from .errors import ConfigError
+
+#: Environment variable naming the config file.
+CONFIG_ENV = "JWQL_DRAMATIQ_CONFIG"
+#: Prefix of the environment variables that override single keys.
+ENV_PREFIX = "JWQL_DRAMATIQ_"
+#: Where the config is looked for when ``$JWQL_DRAMATIQ_CONFIG`` is unset.
+DEFAULT_CONFIG_PATH = "config.json"
+
+#: The keys that must be present (JWQL's own names). ``redis_url`` replaces the first two.
+REQUIRED_KEYS = ("redis_host", "redis_port", "transfer_dir")
+
+
+@dataclass(frozen=True)
+class Config:
+    """The validated configuration. Build it with :func:`load_config`; every field is documented
+    in the README's config table."""
+
+    path: str
+    redis_host: str = "127.0.0.1"
+    redis_port: int = 6379
+    redis_db: int = 0
+    redis_username: str | None = None
+    redis_password: str | None = field(default=None, repr=False)
+    redis_url: str | None = field(default=None, repr=False)
+    transfer_dir: str = ""
+    working: str | None = None
+    outputs: str | None = None
+    log_dir: str | None = None
+    test_data: str | None = None
+    queue_name: str = "jwql"
+    namespace: str = "jwql_dramatiq"
+    result_ttl_s: float = 86_400.0
+    time_limit_s: float = 14_400.0
+    actor_time_limits_s: dict[str, float] = field(default_factory=dict)
+    max_tasks_per_child: int = 1
+    memory_limit_mb: float = 0.0
+    lock_lease_s: float = 30.0
+    heartbeat_timeout_s: float = 60.0
+    idle_poll_ms: int = 1000
+    wait_timeout_s: float = 14_400.0
+    warm_up: bool = True
+    preload: tuple[str, ...] = ("jwst.pipeline",)
+    actor_modules: tuple[str, ...] = ()
+    maintenance_chance: int = 1000
+    crds_path: str | None = None
+    crds_server_url: str | None = None
+    crds_context: str | None = None
+    crds_offline_stub: bool = False
+    logging: dict[str, Any] | None = None
+
+    @property
+    def url(self) -> str:
+        """The Redis URL, with credentials. Never log it: use :attr:`redis_address`."""
+        if self.redis_url:
+            return self.redis_url
+        auth = ""
+        if self.redis_password is not None:
+            auth = f"{quote(self.redis_username or '', safe='')}:{quote(self.redis_password, safe='')}@"
+        elif self.redis_username:
+            auth = f"{quote(self.redis_username, safe='')}@"
+        return f"redis://{auth}{self.redis_host}:{self.redis_port}/{self.redis_db}"
+
+    @property
+    def redis_address(self) -> str:
+        """``host:port`` (or the unix socket path) of Redis, without credentials, for messages."""
+        parts = urlsplit(self.url)
+        if parts.scheme == "unix":
+            return parts.path
+        return f"{parts.hostname}:{parts.port or 6379}"
+
+    @property
+    def working_dir(self) -> str:
+        """The worker's scratch directory (JWQL's ``working``), defaulting under the system tmp dir."""
+        return self.working or os.path.join("/tmp", f"jwql_dramatiq-{socket.gethostname()}")
+
+    def time_limit_for(self, actor_name: str) -> float:
+        """Return the hard time limit in seconds for ``actor_name`` (per-actor override, else default)."""
+        return float(self.actor_time_limits_s.get(actor_name, self.time_limit_s))
+
+
+# key -> (accepted JSON types, converter, check) ; the check returns a problem string or None.
+def _positive(v: float) -> str | None:
+    return None if v > 0 else "must be greater than 0"
+
+
+def _non_negative(v: float) -> str | None:
+    return None if v >= 0 else "must be 0 or more"
+
+
+def _port(v: int) -> str | None:
+    return None if 1 <= v <= 65535 else f"port {v} is out of range 1-65535"
+
+
+def _to_int(v: Any) -> int:
+    if isinstance(v, str):
+        v = v.strip()
+        if not v.lstrip("-").isdigit():
+            raise ValueError(f"{v!r} is not a whole number")
+    return int(v)
+
+
+def _url(v: str) -> str | None:
+    scheme = urlsplit(v).scheme
+    return None if scheme in ("redis", "rediss", "unix") else "must start with redis://, rediss:// or unix://"
+
+
+_STR = ((str,), str, None)
+_OPT_STR = ((str, type(None)), lambda v: v, None)
+_SCHEMA: dict[str, tuple[tuple[type, ...], Any, Any]] = {
+    "redis_host": _STR,
+    "redis_port": ((int, str), _to_int, _port),
+    "redis_db": ((int, str), _to_int, _non_negative),
+    "redis_username": _OPT_STR,
+    "redis_password": _OPT_STR,
+    "redis_url": ((str, type(None)), lambda v: v, lambda v: v and _url(v)),
+    "transfer_dir": _STR,
+    "working": _OPT_STR,
+    "outputs": _OPT_STR,
+    "log_dir": _OPT_STR,
+    "test_data": _OPT_STR,
+    "queue_name": ((str,), str, lambda v: None if v.replace("_", "a").replace("-", "a").replace(".", "a").isalnum()
+                   else "may only hold letters, digits, '.', '_' and '-'"),
+    "namespace": _STR,
+    "result_ttl_s": ((int, float), float, _positive),
+    "time_limit_s": ((int, float), float, _positive),
+    "actor_time_limits_s": ((dict,), dict, lambda v: next(
+        (f"limit for {k!r} must be a positive number" for k, s in v.items()
+         if isinstance(s, bool) or not isinstance(s, (int, float)) or s <= 0), None)),
+    "max_tasks_per_child": ((int,), int, _non_negative),
+    "memory_limit_mb": ((int, float), float, _non_negative),
+    "lock_lease_s": ((int, float), float, _positive),
+    "heartbeat_timeout_s": ((int, float), float, _positive),
+    "idle_poll_ms": ((int,), int, lambda v: None if 10 <= v <= 60_000 else "must be between 10 and 60000"),
+    "wait_timeout_s": ((int, float), float, _positive),
+    "warm_up": ((bool,), bool, None),
+    "preload": ((list,), tuple, lambda v: next((f"entry {m!r} is not a module name" for m in v
+                                                if not isinstance(m, str) or not m.replace(".", "_").isidentifier()), None)),
+    "actor_modules": ((list,), tuple, lambda v: next((f"entry {m!r} is not a module name" for m in v
+                                                      if not isinstance(m, str) or not m.replace(".", "_").isidentifier()), None)),
+    "maintenance_chance": ((int,), int, lambda v: None if 0 <= v <= 1_000_000 else "must be between 0 and 1000000"),
+    "crds_path": _OPT_STR,
+    "crds_server_url": _OPT_STR,
+    "crds_context": _OPT_STR,
+    "crds_offline_stub": ((bool,), bool, None),
+    "logging": ((dict, type(None)), lambda v: v, None),
+}
+
+#: Config keys that may be overridden from the environment (``JWQL_DRAMATIQ_<KEY>``).
+ENV_KEYS = tuple(k for k, (types, _, _) in _SCHEMA.items() if dict not in types and list not in types)
+
+
+def _type_names(types: tuple[type, ...]) -> str:
+    names = {int: "an integer", float: "a number", str: "a string", bool: "true or false",
+             dict: "an object", list: "a list", type(None): "null"}
+    return " or ".join(names[t] for t in types)
+
+
+def _from_env(key: str, raw: str) -> Any:
+    """Parse an environment override into the JSON type its key expects."""
+    types = _SCHEMA[key][0]
+    if bool in types:
+        if raw.lower() in ("1", "true", "yes", "on"):
+            return True
+        if raw.lower() in ("0", "false", "no", "off"):
+            return False
+        return raw
+    if float in types:
+        try:
+            return float(raw)
+        except ValueError:
+            return raw
+    if int in types and str not in types:
+        try:
+            return int(raw)
+        except ValueError:
+            return raw
+    return raw
+
+
+def validate(raw: dict[str, Any], path: str) -> Config:
+    """Validate a parsed config mapping into a :class:`Config`.
+
+    Parameters
+    ----------
+    raw : dict
+        The parsed JSON object, overrides already applied.
+    path : str
+        The file name, used in error messages.
+
+    Returns
+    -------
+    Config
+
+    Raises
+    ------
+    ConfigError
+        Naming the file, the key and what is wrong.
+    """
+    if not isinstance(raw, dict):
+        raise ConfigError(path, None, f"the top level must be a JSON object, not {type(raw).__name__}")
+    required = REQUIRED_KEYS[2:] if raw.get("redis_url") else REQUIRED_KEYS
+    for key in required:
+        if key not in raw:
+            raise ConfigError(path, key, "is missing (required)")
+    values: dict[str, Any] = {}
+    for key, value in raw.items():
+        if key not in _SCHEMA:
+            continue  # JWQL's config carries many keys this server does not use
+        types, convert, check = _SCHEMA[key]
+        # bool is an int in Python; refuse it where a number is meant.
+        if not isinstance(value, types) or (isinstance(value, bool) and bool not in types):
+            raise ConfigError(path, key, f"must be {_type_names(types)}, got {json.dumps(value)}")
+        try:
+            value = convert(value)
+        except (TypeError, ValueError) as e:
+            raise ConfigError(path, key, str(e)) from None
+        problem = check(value) if check else None
+        if problem:
+            raise ConfigError(path, key, problem)
+        values[key] = value
+    if "transfer_dir" in values and not values["transfer_dir"].strip():
+        raise ConfigError(path, "transfer_dir", "must not be empty")
+    return Config(path=path, **values)
+
+
+def load_config(path: str | os.PathLike[str] | None = None, environ: dict[str, str] | None = None) -> Config:
+    """Read, override from the environment, and validate the config file.
+
+    Parameters
+    ----------
+    path : str or PathLike, optional
+        The file; defaults to ``$JWQL_DRAMATIQ_CONFIG``, then ``./config.json``.
+    environ : dict, optional
+        The environment to read overrides from; defaults to ``os.environ``.
+
+    Returns
+    -------
+    Config
+
+    Raises
+    ------
+    ConfigError
+        When the file is missing or unreadable, is not JSON (with line and column), or a
+        key is missing, of the wrong type, or out of range.
+    """
+    env = os.environ if environ is None else environ
+    file = Path(path or env.get(CONFIG_ENV) or DEFAULT_CONFIG_PATH)
+    shown = str(file)
+    try:
+        text = file.read_text(encoding="utf-8")
+    except FileNotFoundError:
+        raise ConfigError(shown, None, f"no such file (set ${CONFIG_ENV} or create ./config.json)") from None
+    except OSError as e:
+        raise ConfigError(shown, None, f"cannot be read: {e.strerror}") from None
+    try:
+        raw = json.loads(text)
+    except json.JSONDecodeError as e:
+        raise ConfigError(shown, None, f"is not valid JSON at line {e.lineno}, column {e.colno}: {e.msg}") from None
+    if isinstance(raw, dict):
+        for key in ENV_KEYS:
+            override = env.get(ENV_PREFIX + key.upper())
+            if override is not None:
+                raw[key] = _from_env(key, override)
+    return validate(raw, shown)
+
+
+def replace(config: Config, **changes: Any) -> Config:
+    """Return a copy of ``config`` with ``changes`` applied and validated again."""
+    raw = {f.name: getattr(config, f.name) for f in dataclasses.fields(config) if f.name != "path"}
+    raw["preload"], raw["actor_modules"] = list(raw["preload"]), list(raw["actor_modules"])
+    raw.update(changes)
+    return validate({k: v for k, v in raw.items() if v is not None}, config.path)

@@ -1,0 +1,87 @@
+"""The Redis client for everything that is not the broker itself (locks, task states, CLI).
+
+Built lazily from the config on first use; importing this module opens no connection.
+"""
+
+from __future__ import annotations
+
+import threading
+from typing import TYPE_CHECKING
+
+import redis
+
+from .errors import RedisUnavailable
+
+if TYPE_CHECKING:
+    from .config import Config
+
+#: Seconds to wait for a TCP connection to Redis before calling it unreachable.
+CONNECT_TIMEOUT_S = 5.0
+
+_client: redis.Redis | None = None
+_client_lock = threading.Lock()
+
+
+def make_redis(config: Config) -> redis.Redis:
+    """Return a new client for ``config``'s Redis (no connection is opened yet).
+
+    Parameters
+    ----------
+    config : Config
+
+    Returns
+    -------
+    redis.Redis
+    """
+    return redis.Redis.from_url(config.url, socket_connect_timeout=CONNECT_TIMEOUT_S, health_check_interval=30)
+
+
+def get_redis(config: Config | None = None) -> redis.Redis:
+    """Return the process-wide client, built from ``config`` (or the loaded config) on first call.
+
+    Parameters
+    ----------
+    config : Config, optional
+        Used only on the first call; later calls return the same client.
+
+    Returns
+    -------
+    redis.Redis
+    """
+    global _client
+    with _client_lock:
+        if _client is None:
+            if config is None:
+                from .broker import get_config
+
+                config = get_config()
+            _client = make_redis(config)
+        return _client
+
+
+def check_redis(client: redis.Redis, address: str) -> None:
+    """Ping Redis once and turn a connection failure into :class:`RedisUnavailable`.
+
+    Parameters
+    ----------
+    client : redis.Redis
+    address : str
+        ``host:port`` for the message, without credentials.
+
+    Raises
+    ------
+    RedisUnavailable
+    """
+    try:
+        client.ping()
+    except (redis.ConnectionError, redis.TimeoutError, OSError) as e:
+        raise RedisUnavailable(address, str(e) or type(e).__name__) from None
+    except redis.AuthenticationError as e:
+        raise RedisUnavailable(address, f"authentication failed: {e}") from None
+
+
+def reset_redis() -> None:
+    """Forget the process-wide client (tests, and forked children that must not share sockets)."""
+    global _client
+    with _client_lock:
+        _client = None

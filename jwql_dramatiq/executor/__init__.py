@@ -1,0 +1,10 @@
+"""The fresh-process executor: every task runs in a child forked from a preloaded fork server.
+
+See :mod:`.supervisor` (the worker's side) and :mod:`.forkserver` (the server and children).
+"""
+
+from __future__ import annotations
+
+from .supervisor import Executor, describe_status, rss_mib
+
+__all__ = ["Executor", "describe_status", "rss_mib"]

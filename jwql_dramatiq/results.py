@@ -1,0 +1,90 @@
+"""The results backend: failures keep their original type, message and worker traceback.
+
+Dramatiq's Redis backend stores only ``type(exc).__name__`` and ``str(exc)``. This one also
+stores the traceback text and raises :class:`TaskResultFailure` on read, which is both
+Dramatiq's ``ResultFailure`` (so existing ``except ResultFailure`` code works) and this
+package's :class:`~jwql_dramatiq.errors.TaskFailed` (with ``.traceback_text``). Waits are
+always bounded, and sub-second bounds are rounded up instead of meaning "forever" or "now".
+"""
+
+from __future__ import annotations
+
+import math
+import traceback
+from typing import Any
+
+import redis
+from dramatiq.results import ResultFailure
+from dramatiq.results.backends.redis import RedisBackend
+
+from .errors import RedisUnavailable, TaskFailed
+
+#: Marker Dramatiq puts on stored exceptions.
+_CANARY = "dramatiq.results.Result"
+
+
+class TaskResultFailure(ResultFailure, TaskFailed):
+    """Raised by ``message.get_result()`` when the task failed.
+
+    Attributes
+    ----------
+    orig_exc_type, orig_exc_msg : str
+        Dramatiq's names for the original exception's type and message.
+    type_name, message, traceback_text : str
+        The same, plus the worker-side traceback text.
+    """
+
+    def __init__(self, type_name: str, message: str, traceback_text: str = "", message_id: str | None = None) -> None:
+        TaskFailed.__init__(self, type_name, message, traceback_text, message_id)
+        self.orig_exc_type = type_name
+        self.orig_exc_msg = message
+        self.args = (f"actor raised {type_name}: {message}",)
+
+
+def describe_exception(exception: BaseException) -> dict[str, str]:
+    """Return ``{"type", "msg", "traceback"}`` for an exception, keeping a remote original's details."""
+    if isinstance(exception, TaskFailed):
+        return {"type": exception.type_name, "msg": exception.message, "traceback": exception.traceback_text}
+    tb = "".join(traceback.format_exception(type(exception), exception, exception.__traceback__))
+    return {"type": type(exception).__name__, "msg": str(exception), "traceback": tb}
+
+
+class JwqlResultsBackend(RedisBackend):
+    """Dramatiq's Redis backend with tracebacks, bounded waits and clear connection errors.
+
+    Parameters
+    ----------
+    address : str
+        ``host:port`` of Redis for error messages (no credentials).
+    **kwargs
+        Passed to :class:`dramatiq.results.backends.redis.RedisBackend`.
+    """
+
+    def __init__(self, *, address: str, **kwargs: Any) -> None:
+        super().__init__(**kwargs)
+        self.address = address
+
+    def store_exception(self, message, exception: BaseException, ttl: int) -> None:  # noqa: D102
+        self.store_failure(message, describe_exception(exception), ttl)
+
+    def store_failure(self, message, exn: dict[str, str], ttl: int) -> None:
+        """Store a failure record ``{"type", "msg", "traceback"}`` as ``message``'s result."""
+        self._store(self.build_message_key(message), {"__t": _CANARY, "exn": exn}, ttl)
+
+    def unwrap_result(self, res: Any) -> Any:  # noqa: D102
+        if isinstance(res, dict) and res.get("__t") == _CANARY:
+            exn = res["exn"]
+            raise TaskResultFailure(exn["type"], exn["msg"], exn.get("traceback", ""))
+        return res
+
+    def get_result(self, message, *, block: bool = False, timeout: int | None = None) -> Any:  # noqa: D102
+        if block and timeout is not None:
+            # BRPOPLPUSH takes whole seconds and 0 means "forever": never let a bound vanish.
+            timeout = max(1, math.ceil(timeout / 1000)) * 1000
+        try:
+            return super().get_result(message, block=block, timeout=timeout)
+        except TaskResultFailure as e:
+            e.message_id = message.message_id
+            raise
+        except (redis.ConnectionError, redis.TimeoutError) as e:
+            raise RedisUnavailable(self.address, str(e)) from None
