@@ -1,0 +1,120 @@
+"""Config loading: JWQL's keys, this server's keys, environment overrides, and every error."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+
+import pytest
+
+from jwql_dramatiq.config import load_config
+from jwql_dramatiq.errors import ConfigError
+
+pytestmark = pytest.mark.timeout(30)
+
+JWQL_KEYS = {"redis_host": "pljwql2.stsci.edu", "redis_port": "6379", "transfer_dir": "/central/transfer/dev",
+             "working": "/internal/data1/working", "outputs": "/outputs", "log_dir": "/logs", "test_data": "/data",
+             "connection_string": "postgresql://...", "admin_account": "jwqladm"}
+
+
+def write(tmp_path, content):
+    path = tmp_path / "config.json"
+    path.write_text(content if isinstance(content, str) else json.dumps(content))
+    return path
+
+
+def test_jwql_config_loads_with_string_port_and_ignores_unrelated_keys(tmp_path):
+    config = load_config(write(tmp_path, JWQL_KEYS), environ={})
+    assert config.redis_port == 6379 and config.redis_host == "pljwql2.stsci.edu"
+    assert config.url == "redis://pljwql2.stsci.edu:6379/0"
+    assert config.working == "/internal/data1/working"
+    assert (config.max_tasks_per_child, config.time_limit_s, config.result_ttl_s) == (1, 14_400.0, 86_400.0)
+
+
+def test_config_is_frozen(tmp_path):
+    config = load_config(write(tmp_path, JWQL_KEYS), environ={})
+    with pytest.raises(AttributeError):
+        config.redis_port = 1  # type: ignore[misc]
+
+
+def test_path_comes_from_environment_variable(tmp_path, monkeypatch):
+    path = write(tmp_path, JWQL_KEYS)
+    monkeypatch.chdir(tmp_path.parent)
+    assert load_config(environ={"JWQL_DRAMATIQ_CONFIG": str(path)}).path == str(path)
+
+
+def test_environment_overrides_single_keys(tmp_path):
+    env = {"JWQL_DRAMATIQ_REDIS_PORT": "6380", "JWQL_DRAMATIQ_MAX_TASKS_PER_CHILD": "3",
+           "JWQL_DRAMATIQ_WARM_UP": "false", "JWQL_DRAMATIQ_REDIS_PASSWORD": "s3cret"}
+    config = load_config(write(tmp_path, JWQL_KEYS), environ=env)
+    assert (config.redis_port, config.max_tasks_per_child, config.warm_up) == (6380, 3, False)
+    assert config.url == "redis://:s3cret@pljwql2.stsci.edu:6380/0"
+    assert "s3cret" not in repr(config) and "s3cret" not in config.redis_address
+
+
+def test_redis_url_replaces_host_and_port(tmp_path):
+    config = load_config(write(tmp_path, {"redis_url": "redis://u:p@h:7000/2", "transfer_dir": "/t"}), environ={})
+    assert config.redis_address == "h:7000"
+
+
+@pytest.mark.parametrize(
+    ("content", "key", "words"),
+    [
+        ({"redis_port": "6379", "transfer_dir": "/t"}, "redis_host", "is missing"),
+        ({"redis_host": "h", "transfer_dir": "/t"}, "redis_port", "is missing"),
+        ({"redis_host": "h", "redis_port": 6379}, "transfer_dir", "is missing"),
+        ({**JWQL_KEYS, "redis_port": 70000}, "redis_port", "out of range"),
+        ({**JWQL_KEYS, "redis_port": "0"}, "redis_port", "out of range"),
+        ({**JWQL_KEYS, "redis_port": "sixty"}, "redis_port", "not a whole number"),
+        ({**JWQL_KEYS, "redis_port": True}, "redis_port", "must be an integer or a string"),
+        ({**JWQL_KEYS, "redis_host": 12}, "redis_host", "must be a string"),
+        ({**JWQL_KEYS, "max_tasks_per_child": "1"}, "max_tasks_per_child", "must be an integer"),
+        ({**JWQL_KEYS, "max_tasks_per_child": -1}, "max_tasks_per_child", "0 or more"),
+        ({**JWQL_KEYS, "time_limit_s": 0}, "time_limit_s", "greater than 0"),
+        ({**JWQL_KEYS, "lock_lease_s": "30"}, "lock_lease_s", "must be an integer or a number"),
+        ({**JWQL_KEYS, "result_ttl_s": -5}, "result_ttl_s", "greater than 0"),
+        ({**JWQL_KEYS, "queue_name": "bad name!"}, "queue_name", "may only hold"),
+        ({**JWQL_KEYS, "redis_url": "http://x"}, "redis_url", "redis://"),
+        ({**JWQL_KEYS, "actor_time_limits_s": {"ping": -1}}, "actor_time_limits_s", "'ping'"),
+        ({**JWQL_KEYS, "transfer_dir": " "}, "transfer_dir", "must not be empty"),
+    ],
+)
+def test_each_config_error_names_file_key_and_problem(tmp_path, content, key, words):
+    path = write(tmp_path, content)
+    with pytest.raises(ConfigError) as info:
+        load_config(path, environ={})
+    assert str(path) in str(info.value) and repr(key) in str(info.value) and words in str(info.value)
+    assert info.value.key == key
+
+
+def test_bad_environment_override_is_named(tmp_path):
+    with pytest.raises(ConfigError, match="'redis_port'.*out of range"):
+        load_config(write(tmp_path, JWQL_KEYS), environ={"JWQL_DRAMATIQ_REDIS_PORT": "99999"})
+
+
+def test_unreadable_json_gives_line_and_column(tmp_path):
+    path = write(tmp_path, '{\n  "redis_host": "h",\n  "redis_port": 6379,,\n}')
+    with pytest.raises(ConfigError, match=r"not valid JSON at line 3, column 22"):
+        load_config(path, environ={})
+
+
+def test_missing_file_is_named(tmp_path):
+    with pytest.raises(ConfigError, match=r"nope\.json: no such file"):
+        load_config(tmp_path / "nope.json", environ={})
+
+
+def test_top_level_must_be_an_object(tmp_path):
+    with pytest.raises(ConfigError, match="JSON object"):
+        load_config(write(tmp_path, "[1, 2]"), environ={})
+
+
+def test_importing_the_package_reads_no_config_and_opens_no_connection(tmp_path):
+    """With no config anywhere and a dead Redis address, every module still imports."""
+    code = ("import jwql_dramatiq, jwql_dramatiq.actors, jwql_dramatiq.broker, jwql_dramatiq.config, "
+            "jwql_dramatiq.results, jwql_dramatiq.executor, jwql_dramatiq.registry, jwql_dramatiq.boot; "
+            "import jwql_dramatiq.broker as b; assert b.current_broker() is None; print('ok')")
+    env = {"PATH": "/usr/bin:/bin", "JWQL_DRAMATIQ_CONFIG": str(tmp_path / "missing.json")}
+    out = subprocess.run([sys.executable, "-c", code], cwd=tmp_path, env=env, capture_output=True, text=True, timeout=60)
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.strip() == "ok"

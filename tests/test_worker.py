@@ -1,0 +1,86 @@
+"""The foundation end to end: real workers from the dramatiq command line, a real Redis."""
+
+from __future__ import annotations
+
+import json
+import time
+
+import pytest
+from dramatiq.results import ResultFailure
+
+from jwql_dramatiq.actors import ping
+from jwql_dramatiq.errors import RedisUnavailable, TaskFailed
+from tests import actors_for_tests as t
+from tests.conftest import free_port
+
+pytestmark = pytest.mark.timeout(120)
+
+
+def test_ping_send_and_get_result(broker, make_config, start_worker):
+    start_worker(make_config())
+    message = ping.send()
+    result = message.get_result(block=True, timeout=10_000)
+    assert set(result) == {"host", "pid", "ppid"}
+    assert isinstance(result["pid"], int)
+
+
+def test_failure_names_original_type_message_and_keeps_traceback(broker, make_config, start_worker):
+    start_worker(make_config())
+    message = t.fail_with.send("ValueError", "bad slope 7")
+    with pytest.raises(ResultFailure) as info:
+        message.get_result(block=True, timeout=10_000)
+    error = info.value
+    assert error.orig_exc_type == "ValueError" and error.orig_exc_msg == "bad slope 7"
+    assert isinstance(error, TaskFailed)
+    assert error.type_name == "ValueError" and "bad slope 7" in str(error)
+    assert "Traceback (most recent call last)" in error.traceback_text
+    assert "in fail_with" in error.traceback_text
+
+
+def test_prefetch_is_one_per_thread(broker, make_config, start_worker):
+    """Two 2-second tasks sent at once to two workers: each worker runs exactly one."""
+    config = make_config()
+    start_worker(config)
+    start_worker(config)
+    messages = [t.record_span.send(2.0), t.record_span.send(2.0)]
+    spans = [m.get_result(block=True, timeout=20_000) for m in messages]
+    # Each ran under a different fork server (ppid), i.e. on a different worker ...
+    assert spans[0]["ppid"] != spans[1]["ppid"]
+    # ... and they overlapped in time: neither waited behind the other on one worker.
+    assert spans[0]["start"] < spans[1]["end"] and spans[1]["start"] < spans[0]["end"]
+
+
+def test_worker_with_unreachable_redis_prints_one_line_and_exits_3(make_config, start_worker):
+    port = free_port()
+    worker = start_worker(make_config(redis_url=f"redis://127.0.0.1:{port}/0"), wait=False)
+    code = worker.proc.wait(60)
+    log = worker.log()
+    assert code == 3, log
+    assert f"Redis is unreachable at 127.0.0.1:{port}" in log
+    assert "Traceback" not in log
+
+
+def test_worker_with_bad_config_prints_one_line_and_exits_2(tmp_path, make_config, start_worker):
+    path = make_config()
+    data = json.loads(path.read_text())
+    data["redis_host"], data["redis_port"] = "127.0.0.1", "seventy"
+    data.pop("redis_url")
+    path.write_text(json.dumps(data))
+    worker = start_worker(path, wait=False)
+    code = worker.proc.wait(60)
+    log = worker.log()
+    assert code == 2, log
+    assert "'redis_port'" in log and "seventy" in log and str(path) in log
+    assert "Traceback" not in log
+
+
+def test_monitor_with_unreachable_redis_gets_a_clear_error(make_config):
+    from jwql_dramatiq.broker import setup_broker
+    from jwql_dramatiq.config import load_config
+
+    port = free_port()
+    setup_broker(load_config(make_config(redis_url=f"redis://127.0.0.1:{port}/0")))
+    started = time.monotonic()
+    with pytest.raises(RedisUnavailable, match=f"127.0.0.1:{port}"):
+        ping.send()
+    assert time.monotonic() - started < 10
