@@ -28,6 +28,7 @@ from dramatiq.results import Results
 
 from . import registry
 from .config import Config, load_config
+from .connection import BLOCKING_SLICE_S
 from .errors import RedisUnavailable
 from .results import JwqlResultsBackend
 
@@ -79,7 +80,8 @@ class _WakingConsumer(_RedisConsumer):
                     self.message_cache = self.broker.do_fetch(self.queue_name, self.prefetch - self.outstanding_message_count)
                     if self.message_cache:
                         continue
-                    self.broker.client.blpop([self.broker.wake_key(self.queue_name)], timeout=self.timeout / 1000)
+                    wait_s = min(self.timeout / 1000, BLOCKING_SLICE_S)
+                    self.broker.client.blpop([self.broker.wake_key(self.queue_name)], timeout=wait_s)
                 else:
                     self.broker.do_fetch(self.queue_name, 0)  # heartbeat only
                     # Wake as soon as the running message is acked, to fetch the next at once.

@@ -17,6 +17,11 @@ if TYPE_CHECKING:
 
 #: Seconds to wait for a TCP connection to Redis before calling it unreachable.
 CONNECT_TIMEOUT_S = 5.0
+#: Seconds any one reply may take. Blocking commands are issued in slices shorter than this
+#: (:data:`BLOCKING_SLICE_S`), so a silent network partition surfaces as an error, not a hang.
+SOCKET_TIMEOUT_S = 10.0
+#: The longest single blocking command (BLPOP, BRPOPLPUSH) this package sends, in seconds.
+BLOCKING_SLICE_S = 5.0
 
 _client: redis.Redis | None = None
 _client_lock = threading.Lock()
@@ -33,7 +38,8 @@ def make_redis(config: Config) -> redis.Redis:
     -------
     redis.Redis
     """
-    return redis.Redis.from_url(config.url, socket_connect_timeout=CONNECT_TIMEOUT_S, health_check_interval=30)
+    return redis.Redis.from_url(config.url, socket_connect_timeout=CONNECT_TIMEOUT_S, socket_timeout=SOCKET_TIMEOUT_S,
+                                health_check_interval=30)
 
 
 def get_redis(config: Config | None = None) -> redis.Redis:

@@ -10,13 +10,16 @@ always bounded, and sub-second bounds are rounded up instead of meaning "forever
 from __future__ import annotations
 
 import math
+import time
 import traceback
 from typing import Any
 
 import redis
-from dramatiq.results import ResultFailure
+from dramatiq.results import ResultFailure, ResultTimeout
+from dramatiq.results.backend import DEFAULT_TIMEOUT
 from dramatiq.results.backends.redis import RedisBackend
 
+from .connection import BLOCKING_SLICE_S
 from .errors import RedisUnavailable, TaskFailed
 
 #: Marker Dramatiq puts on stored exceptions.
@@ -78,11 +81,20 @@ class JwqlResultsBackend(RedisBackend):
         return res
 
     def get_result(self, message, *, block: bool = False, timeout: int | None = None) -> Any:  # noqa: D102
-        if block and timeout is not None:
-            # BRPOPLPUSH takes whole seconds and 0 means "forever": never let a bound vanish.
-            timeout = max(1, math.ceil(timeout / 1000)) * 1000
         try:
-            return super().get_result(message, block=block, timeout=timeout)
+            if not block:
+                return super().get_result(message)
+            # BRPOPLPUSH takes whole seconds and 0 means "forever": never let a bound vanish.
+            # Long waits go in slices shorter than the socket timeout.
+            total_s = max(1, math.ceil((DEFAULT_TIMEOUT if timeout is None else timeout) / 1000))
+            deadline = time.monotonic() + total_s
+            while True:
+                slice_s = max(1, min(int(BLOCKING_SLICE_S), math.ceil(deadline - time.monotonic())))
+                try:
+                    return super().get_result(message, block=True, timeout=slice_s * 1000)
+                except ResultTimeout:
+                    if time.monotonic() >= deadline - 0.001:
+                        raise
         except TaskResultFailure as e:
             e.message_id = message.message_id
             raise

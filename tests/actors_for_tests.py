@@ -73,3 +73,13 @@ def log_lines(count: int) -> int:
 def big_result(size: int) -> str:
     """Return a string of ``size`` characters."""
     return "x" * size
+
+
+@actor
+def count_then_sleep_in_c(counter_key: str, seconds: float) -> int:
+    """INCR ``counter_key`` in the worker's Redis, then hold the GIL in C for ``seconds``."""
+    from jwql_dramatiq.connection import get_redis
+
+    runs = get_redis().incr(counter_key)
+    ctypes.PyDLL(None).usleep(ctypes.c_uint(int(seconds * 1_000_000)))
+    return int(runs)
