@@ -15,6 +15,7 @@ from __future__ import annotations
 import atexit
 import importlib
 import logging
+import multiprocessing.util
 import os
 import sys
 
@@ -98,6 +99,9 @@ def boot_worker() -> None:
             work_dir=config.working_dir,
         )
         EXECUTOR.start()
+        # Dramatiq's worker processes end through multiprocessing, which skips atexit but runs
+        # its own finalizers: reap the fork server there so it does not linger as a zombie.
+        multiprocessing.util.Finalize(EXECUTOR, EXECUTOR.close, exitpriority=10)
         atexit.register(EXECUTOR.close)
         registry.set_task_runner(_run_in_child)
     try:

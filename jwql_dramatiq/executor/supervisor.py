@@ -31,6 +31,8 @@ logger = logging.getLogger(__name__)
 CHECK_INTERVAL_S = 0.05
 #: How long to wait for the fork server to report a dead child's exit status, in seconds.
 EXIT_STATUS_WAIT_S = 2.0
+#: How long the fork server may take to exit once told to, in seconds, before it is killed.
+SERVER_EXIT_WAIT_S = 5.0
 #: How many children's exit statuses are remembered.
 EXITS_KEPT = 256
 
@@ -123,20 +125,29 @@ class Executor:
         threading.Thread(target=self._read_control, name="executor-control", daemon=True).start()
 
     def close(self) -> None:
-        """Stop the fork server (which kills its children) and reap it."""
+        """Stop the fork server (which kills its children) and reap it. Safe to call twice."""
         with self._cond:
             self._closed = True
             for child in self._idle:
                 child.sock.close()
             self._idle.clear()
             self._cond.notify_all()
-        if self._control is not None:
-            self._control.close()
-        if self.server_pid is not None:
+            control, self._control = self._control, None
+            server_pid, self.server_pid = self.server_pid, None
+        if control is not None:
             try:
-                os.waitpid(self.server_pid, 0)
-            except ChildProcessError:
+                control.shutdown(socket.SHUT_RDWR)  # the server reads end-of-stream and exits
+            except OSError:
                 pass
+            control.close()
+        if server_pid is not None:
+            deadline = time.monotonic() + SERVER_EXIT_WAIT_S
+            while os.waitpid(server_pid, os.WNOHANG) == (0, 0):
+                if time.monotonic() > deadline:
+                    os.kill(server_pid, signal.SIGKILL)
+                    os.waitpid(server_pid, 0)
+                    break
+                time.sleep(0.01)
 
     def wait_ready(self, timeout_s: float) -> bool:
         """Block until the fork server has preloaded and its first child is idle."""
@@ -161,10 +172,11 @@ class Executor:
         return child.pid
 
     def _read_control(self) -> None:
-        assert self._control is not None
+        control = self._control
+        assert control is not None
         while True:
             try:
-                packet = protocol.recv_packet(self._control)
+                packet = protocol.recv_packet(control)
             except OSError:
                 packet = None
             with self._cond:
@@ -188,8 +200,10 @@ class Executor:
                 self._cond.notify_all()
 
     def _request_child(self) -> None:
-        assert self._control is not None
-        protocol.send_packet(self._control, ("spawn",))
+        control = self._control
+        if control is None:
+            raise ExecutorError("the executor is closed")
+        protocol.send_packet(control, ("spawn",))
 
     def _take_child(self) -> _Child:
         with self._cond:
