@@ -1,0 +1,25 @@
+"""The original's Celery set-up, for comparison: same Redis for broker and results, late acks,
+one process, and a task module that imports jwst, as ``jwql/shared_tasks/shared_tasks.py`` does.
+
+Worker: ``celery -A benchmarks.celery_app worker -c1 -Ofair --max-tasks-per-child=1 --prefetch-multiplier 1``
+with ``$BENCH_REDIS_URL`` set.
+"""
+
+import os
+import socket
+
+from celery import Celery
+
+if os.environ.get("BENCH_CELERY_IMPORT_JWST", "1") == "1":
+    import jwst.pipeline  # noqa: F401  (the original's task module imports the pipeline)
+
+_url = os.environ.get("BENCH_REDIS_URL", "redis://127.0.0.1:6379/15")
+app = Celery("bench", broker=_url, backend=_url)
+app.conf.update(worker_max_tasks_per_child=1, worker_prefetch_multiplier=1, task_acks_late=True,
+                worker_concurrency=1, broker_transport_options={"visibility_timeout": 14400})
+
+
+@app.task(name="bench.noop")
+def noop():
+    """Return the host and pid."""
+    return {"host": socket.gethostname(), "pid": os.getpid()}
