@@ -68,9 +68,10 @@ def boot_worker() -> None:
         Redis does not answer.
     """
     global EXECUTOR
-    from .broker import setup_broker
+    from .broker import setup_broker, task_states
     from .config import load_config
     from .connection import check_redis
+    from .control import WorkerControl
 
     _install_one_line_errors()
     try:
@@ -108,6 +109,10 @@ def boot_worker() -> None:
         check_redis(broker.client, config.redis_address)
     except RedisUnavailable as e:
         raise WorkerRedisUnavailable(e.address, e.reason) from None
+    control = WorkerControl(broker, EXECUTOR)
+    task_states(broker).control = control
+    control.start()
+    multiprocessing.util.Finalize(control, control.mark_stopped, exitpriority=20)
     if EXECUTOR is not None and not EXECUTOR.wait_ready(READY_TIMEOUT_S):
         logger.warning("The fork server is not ready after %.0f s; tasks will wait for it.", READY_TIMEOUT_S)
     logger.info("jwql_dramatiq worker booted: queue %r on %s, max_tasks_per_child=%d.",

@@ -31,6 +31,8 @@ from .config import Config, load_config
 from .connection import BLOCKING_SLICE_S
 from .errors import RedisUnavailable
 from .results import JwqlResultsBackend
+from .revoke import SkipRevoked, revoked_key
+from .states import TaskStates
 
 #: Longest a wake-up list may grow while no worker is idle (extra tokens only cause a spare fetch).
 WAKE_LIST_MAX = 64
@@ -158,6 +160,7 @@ def build_broker(config: Config) -> JwqlRedisBroker:
     client = make_redis(config)
     backend = JwqlResultsBackend(
         address=config.redis_address,
+        revoked_key=revoked_key(config.namespace),
         client=client,
         namespace=f"{config.namespace}:results",
         use_namespace_prefix_keys=True,
@@ -170,6 +173,8 @@ def build_broker(config: Config) -> JwqlRedisBroker:
         Pipelines(),
         Retries(max_retries=0),
         CurrentMessage(),
+        SkipRevoked(),
+        TaskStates(config.namespace, result_ttl_ms),
         Results(backend=backend, store_results=True, result_ttl=result_ttl_ms),
         _WorkerDefaults(),
     ]
@@ -210,6 +215,11 @@ def get_broker() -> JwqlRedisBroker:
     """Return the configured broker, building it from the config file on first call."""
     with _lock:
         return _broker if _broker is not None else setup_broker()
+
+
+def task_states(broker: JwqlRedisBroker) -> TaskStates:
+    """The broker's task-state middleware."""
+    return next(m for m in broker.middleware if isinstance(m, TaskStates))
 
 
 def current_broker() -> JwqlRedisBroker | None:

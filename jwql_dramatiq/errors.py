@@ -77,6 +77,10 @@ class TaskFailed(TaskError):
         super().__init__(f"{type_name}: {message}")
 
 
+class TaskRevoked(TaskError):
+    """The task was revoked (and, if it was running with ``terminate``, its child was killed)."""
+
+
 class TaskTimeout(TaskError):
     """A caller's bounded wait for a result ran out. The task itself may still be running."""
 

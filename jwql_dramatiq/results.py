@@ -20,6 +20,7 @@ from dramatiq.results.backend import DEFAULT_TIMEOUT
 from dramatiq.results.backends.redis import RedisBackend
 
 from .connection import BLOCKING_SLICE_S
+from .scripts import lua_source
 from .errors import RedisUnavailable, TaskFailed
 
 #: Marker Dramatiq puts on stored exceptions.
@@ -63,16 +64,36 @@ class JwqlResultsBackend(RedisBackend):
         Passed to :class:`dramatiq.results.backends.redis.RedisBackend`.
     """
 
-    def __init__(self, *, address: str, **kwargs: Any) -> None:
+    def __init__(self, *, address: str, revoked_key: str, **kwargs: Any) -> None:
         super().__init__(**kwargs)
         self.address = address
+        self.revoked_key = revoked_key
+        self._store_script = self.client.register_script(lua_source("store_result"))
+
+    def store_result(self, message, result: Any, ttl: int) -> None:  # noqa: D102
+        self._store_guarded(message, result, ttl, force=False)
 
     def store_exception(self, message, exception: BaseException, ttl: int) -> None:  # noqa: D102
         self.store_failure(message, describe_exception(exception), ttl)
 
-    def store_failure(self, message, exn: dict[str, str], ttl: int) -> None:
-        """Store a failure record ``{"type", "msg", "traceback"}`` as ``message``'s result."""
-        self._store(self.build_message_key(message), {"__t": _CANARY, "exn": exn}, ttl)
+    def store_failure(self, message, exn: dict[str, str], ttl: int, force: bool = False) -> None:
+        """Store a failure record ``{"type", "msg", "traceback"}`` as ``message``'s result.
+
+        Parameters
+        ----------
+        message : dramatiq.Message
+        exn : dict
+        ttl : int
+            Milliseconds to keep it.
+        force : bool
+            Store it even if the message is revoked (used by revoke and purge themselves).
+        """
+        self._store_guarded(message, {"__t": _CANARY, "exn": exn}, ttl, force=force)
+
+    def _store_guarded(self, message, payload: Any, ttl: int, force: bool) -> None:
+        # A revoked task's late result must not replace the "revoked" failure its waiter got.
+        self._store_script(keys=[self.build_message_key(message), self.revoked_key],
+                           args=[message.message_id, self.encoder.encode(payload), ttl, "1" if force else "0"])
 
     def unwrap_result(self, res: Any) -> Any:  # noqa: D102
         if isinstance(res, dict) and res.get("__t") == _CANARY:

@@ -20,7 +20,7 @@ from collections import deque
 from dataclasses import dataclass
 from typing import Any
 
-from ..errors import ChildDied, ExecutorError, MemoryLimitExceeded, TimeLimitExceeded
+from ..errors import ChildDied, ExecutorError, MemoryLimitExceeded, TaskRevoked, TimeLimitExceeded
 from ..results import TaskResultFailure
 from . import protocol
 from .forkserver import serve
@@ -107,6 +107,7 @@ class Executor:
         self._ready = False
         self._closed = False
         self._current: _Child | None = None
+        self._kill_reason: str | None = None
 
     # -- life cycle ---------------------------------------------------------------------------
 
@@ -160,16 +161,30 @@ class Executor:
                 self._cond.wait(remaining)
             return self._ready
 
-    def kill_current(self) -> int | None:
-        """SIGKILL the child running a task now, if any; return its pid."""
+    def kill_current(self, reason: str = "killed") -> int | None:
+        """SIGKILL the child running a task now, if any, and return its pid.
+
+        Parameters
+        ----------
+        reason : str
+            ``"revoked"`` makes the task fail with :class:`~jwql_dramatiq.errors.TaskRevoked`.
+        """
         child = self._current
         if child is None:
             return None
-        try:
-            os.kill(child.pid, signal.SIGKILL)
-        except ProcessLookupError:
-            pass
+        self._kill_reason = reason
+        self._kill(child)
         return child.pid
+
+    def stop_now(self) -> None:
+        """Kill the running child and stop the fork server, for an immediate shutdown.
+
+        The thread waiting on the killed child then never reports a result: the message was put
+        back on the queue and the process is about to exit.
+        """
+        self._kill_reason = "stop_now"
+        self.kill_current("stop_now")
+        self.close()
 
     def _read_control(self) -> None:
         control = self._control
@@ -238,7 +253,7 @@ class Executor:
         last_task = child.tasks_done + 1 >= self.max_tasks_per_child
         if last_task:
             self._request_child()  # fork the replacement while this task runs
-        self._current = child
+        self._current, self._kill_reason = child, None
         try:
             protocol.send_frame(child.sock, (actor_name, args, kwargs, context))
             reply = self._wait_reply(child, actor_name, context.get("message_id"))
@@ -284,13 +299,18 @@ class Executor:
                 if rss > self.memory_limit_mib:
                     self._kill(child)
                     raise MemoryLimitExceeded(
-                        f"{actor_name} ({message_id}) reached {rss:.0f} MiB resident, past its memory limit "
+                        f"{actor_name} ({message_id}) reached {rss:.1f} MiB resident, past its memory limit "
                         f"of {self.memory_limit_mib:g} MiB, and was killed")
             readable, _, _ = select.select([child.sock], [], [], min(CHECK_INTERVAL_S, limit_s - elapsed))
             if not readable:
                 continue
             frame = protocol.recv_frame(child.sock)
             if frame is None:
+                if self._kill_reason == "stop_now":
+                    threading.Event().wait()  # the process exits under us; report nothing
+                if self._kill_reason == "revoked":
+                    raise TaskRevoked(f"task {message_id} ({actor_name}) was revoked and its child "
+                                      f"(PID {child.pid}) killed")
                 status = self._exit_status(child.pid)
                 raise ChildDied(f"the child (PID {child.pid}) running {actor_name} ({message_id}) "
                                 f"{describe_status(status)} before returning a result")

@@ -1,0 +1,106 @@
+"""Revoking tasks: a queued or delayed message never runs; a running one can be killed.
+
+The revocation is a sorted set, ``<ns>:revoked`` (message id -> time), so it outlives worker
+restarts. Revoking stores a ``TaskRevoked`` failure as the task's result at once, so a caller
+blocked on it returns immediately; the results backend never lets a later result replace it.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass
+
+import redis
+from dramatiq.message import Message
+from dramatiq.middleware import Middleware, SkipMessage
+
+from . import states
+
+#: How long revocations are remembered, in seconds (longer than any task may wait or run).
+REVOKED_KEEP_S = 7 * 86_400
+
+
+def revoked_key(namespace: str) -> str:
+    """The sorted set of revoked message ids."""
+    return f"{namespace}:revoked"
+
+
+def is_revoked(client: redis.Redis, namespace: str, message_id: str) -> bool:
+    """Whether ``message_id`` has been revoked."""
+    return client.zscore(revoked_key(namespace), message_id) is not None
+
+
+@dataclass(frozen=True)
+class RevokeOutcome:
+    """What :func:`revoke` did: ``outcome`` is one of ``unknown``, ``finished``, ``revoked``,
+    ``terminating``; ``state`` is the task's state before."""
+
+    message_id: str
+    outcome: str
+    state: str | None
+    detail: str
+
+    def to_dict(self) -> dict[str, str | None]:
+        """A JSON-ready dict."""
+        return {"message_id": self.message_id, "outcome": self.outcome, "state": self.state, "detail": self.detail}
+
+
+def revoke(message_id: str, terminate: bool = False, broker=None) -> RevokeOutcome:
+    """Revoke a task so that it never runs, or with ``terminate`` kill it if it runs now.
+
+    Parameters
+    ----------
+    message_id : str
+    terminate : bool
+        Kill the task's child if the task is running (the worker then takes its next message).
+    broker : JwqlRedisBroker, optional
+        Defaults to the configured broker.
+
+    Returns
+    -------
+    RevokeOutcome
+        ``unknown`` and ``finished`` change nothing.
+    """
+    from .broker import get_broker
+    from .control import send_command
+
+    broker = broker or get_broker()
+    client, namespace = broker.client, broker.jwql_config.namespace
+    state = states.get_task_state(message_id, client, namespace)
+    if state is None:
+        return RevokeOutcome(message_id, "unknown", None, "no task with this id is recorded (or its record expired)")
+    if state.state in states.FINAL_STATES:
+        return RevokeOutcome(message_id, "finished", state.state, f"the task is already {state.state}; nothing changed")
+
+    client.zadd(revoked_key(namespace), {message_id: time.time()})
+    client.zremrangebyscore(revoked_key(namespace), 0, time.time() - REVOKED_KEEP_S)
+    redis_id = state.details.get("redis_id")
+    if redis_id and state.state in (states.QUEUED, states.SCHEDULED):
+        _remove_waiting(client, namespace, state.queue, redis_id)
+    ttl_ms = int(broker.jwql_config.result_ttl_s * 1000)
+    message = Message(queue_name=state.queue, actor_name=state.actor, args=(), kwargs={}, options={},
+                      message_id=message_id, message_timestamp=0)
+    broker.results_backend.store_failure(
+        message, {"type": "TaskRevoked", "msg": f"task {message_id} ({state.actor}) was revoked", "traceback": ""},
+        ttl_ms, force=True)
+    states.write_state(client, namespace, message_id, ttl_ms, state=states.REVOKED, revoked_at=time.time())
+    if state.state == states.RUNNING and terminate and state.details.get("worker"):
+        send_command(client, namespace, state.details["worker"], {"cmd": "terminate", "message_id": message_id})
+        return RevokeOutcome(message_id, "terminating", state.state, "the worker running it was told to kill it")
+    return RevokeOutcome(message_id, "revoked", state.state, "it will not run" if state.state != states.RUNNING
+                         else "it keeps running (no --terminate), but its result is discarded")
+
+
+def _remove_waiting(client: redis.Redis, namespace: str, queue: str, redis_id: str) -> None:
+    for name in (queue, f"{queue}.DQ"):
+        base = f"{namespace}:{name}"
+        if client.lrem(base, 0, redis_id):
+            client.hdel(f"{base}.msgs", redis_id)
+
+
+class SkipRevoked(Middleware):
+    """Skips a revoked message when a worker gets to it (e.g. a delayed one already in memory)."""
+
+    def before_process_message(self, broker, message) -> None:  # noqa: D102
+        if is_revoked(broker.client, broker.jwql_config.namespace, message.message_id):
+            raise SkipMessage(f"message {message.message_id} was revoked")
