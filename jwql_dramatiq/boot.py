@@ -80,6 +80,11 @@ def boot_worker() -> None:
         raise WorkerConfigError(e.path, e.key, e.problem) from None
 
     os.makedirs(config.working_dir, exist_ok=True)
+    if config.logging:  # JWQL's config carries a dictConfig; honour it as the original did
+        import logging.config
+
+        logging.config.dictConfig(config.logging)
+        _install_one_line_errors()
     if config.crds_path:
         from .pipeline.crds_env import apply_crds_environment
 

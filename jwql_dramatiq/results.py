@@ -44,6 +44,9 @@ class TaskResultFailure(ResultFailure, TaskFailed):
         self.orig_exc_msg = message
         self.args = (f"actor raised {type_name}: {message}",)
 
+    def __str__(self) -> str:  # DramatiqError's __str__ would print only the message
+        return f"{self.type_name}: {self.message}"
+
 
 def describe_exception(exception: BaseException) -> dict[str, str]:
     """Return ``{"type", "msg", "traceback"}`` for an exception, keeping a remote original's details."""

@@ -20,6 +20,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import redis
+from dramatiq.common import q_name
 from dramatiq.middleware import Middleware
 
 #: The states a task goes through.
@@ -157,7 +158,7 @@ class TaskStates(Middleware):
             also = (self.control.key, worker_fields)
         try:
             write_state(broker.client, self.namespace, message.message_id, self.ttl_ms, also=also,
-                        actor=message.actor_name, queue=message.queue_name, **fields)
+                        actor=message.actor_name, queue=q_name(message.queue_name), **fields)
         except redis.RedisError:  # states are advisory: never fail a task for them
             pass
 
