@@ -89,7 +89,7 @@ def boot_worker() -> None:
         from .pipeline.crds_env import apply_crds_environment
 
         apply_crds_environment(config.crds_path, server_url=config.crds_server_url, context=config.crds_context,
-                               write_stub=config.crds_offline_stub)
+                               offline_stub=config.crds_offline_stub)
     broker = setup_broker(config)
     for module in config.actor_modules:  # before the fork server starts, so its children have them too
         importlib.import_module(module)

@@ -12,8 +12,9 @@ from __future__ import annotations
 
 from ..boot import boot_worker, is_dramatiq_cli
 from .health import ping
+from .pipeline import calwebb_detector1_save_jump, run_calwebb_detector1
 
-__all__ = ["ping"]
+__all__ = ["calwebb_detector1_save_jump", "ping", "run_calwebb_detector1"]
 
 if is_dramatiq_cli():
     boot_worker()

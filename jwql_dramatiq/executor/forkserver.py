@@ -55,7 +55,7 @@ def preload(modules: list[str], warm_up: bool, work_dir: str) -> float:
             from ..pipeline import warm_up as run_warm_up
 
             run_warm_up(os.path.join(work_dir, "warm-up"))
-        except Exception:  # a failed warm-up costs speed, not correctness
+        except (Exception, SystemExit):  # a failed warm-up costs speed, not correctness
             logger.warning("Pipeline warm-up failed; tasks will pay the first-run cost:\n%s", traceback.format_exc())
     gc.collect()
     gc.freeze()  # forked children then do not dirty the parent's pages on every collection

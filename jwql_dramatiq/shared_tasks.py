@@ -1,0 +1,234 @@
+"""Drop-in for ``jwql.shared_tasks.shared_tasks``: port a monitor by changing one import.
+
+    from jwql_dramatiq.shared_tasks import only_one, run_pipeline, run_parallel_pipeline
+
+Same names, signatures and return shapes as the original, with its known bugs fixed: every wait
+has a bound (``timeout``, default the config's ``wait_timeout_s``), ``step_args`` keep their JSON
+types, results are collected as they finish, per-file locks are always released, a failure
+leaves nothing in the transfer directory, and an interrupt (Ctrl-C) revokes what was sent.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import time
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+from dramatiq.message import Message
+
+from .actors.pipeline import calwebb_detector1_save_jump, run_calwebb_detector1
+from .errors import JwqlDramatiqError, LockNotAcquired
+from .locks import REDIS_CLIENT, only_one
+from .transfer import copy_atomically, ensure_dirs, incoming_dir, outgoing_dir, remove_transfer_files
+from .waiting import iter_results
+
+__all__ = ["REDIS_CLIENT", "PipelineOutputs", "only_one", "prep_file", "retrieve_files", "run_parallel_pipeline",
+           "run_pipeline", "start_pipeline"]
+
+logger = logging.getLogger(__name__)
+
+
+def _config():
+    from .broker import get_config
+
+    return get_config()
+
+
+def _bound_s(timeout: float | None) -> float:
+    return float(_config().wait_timeout_s if timeout is None else timeout)
+
+
+def short_name_for(input_file: str, in_ext: str) -> str:
+    """JWQL's short name: the base name without ``_<in_ext>`` and ``.fits``."""
+    return os.path.basename(input_file).replace(f"_{in_ext}", "").replace(".fits", "")
+
+
+def prep_file(input_file: str, in_ext: str, timeout: float | None = None):
+    """Lock the file's short name and copy the file into ``<transfer_dir>/incoming``.
+
+    Parameters
+    ----------
+    input_file : str
+        Path of the file on the monitor host.
+    in_ext : str
+        Its suffix, e.g. ``"uncal"``.
+    timeout : float, optional
+        Seconds to wait for the file's lock (default the config's ``wait_timeout_s``).
+
+    Returns
+    -------
+    (short_name, lock, path in incoming/)
+
+    Raises
+    ------
+    FileNotFoundError
+        The input is not a file.
+    LockNotAcquired
+        Another process held the file's lock for the whole wait.
+    """
+    transfer_dir = _config().transfer_dir
+    ensure_dirs(transfer_dir)
+    if not os.path.isfile(input_file):
+        raise FileNotFoundError(f"input file {input_file} does not exist or is not a file")
+    short_name = short_name_for(input_file, in_ext)
+    cal_lock = REDIS_CLIENT.lock(short_name)
+    if not cal_lock.acquire(blocking=True, blocking_timeout=_bound_s(timeout)):
+        raise LockNotAcquired(short_name, f"the lock for {short_name} stayed taken for {_bound_s(timeout):g} s")
+    try:
+        send_path = copy_atomically(input_file, incoming_dir(transfer_dir) / os.path.basename(input_file))
+    except BaseException:
+        cal_lock.release()
+        raise
+    return short_name, cal_lock, str(send_path)
+
+
+def _exts(ext_or_exts, short_name: str) -> list[str]:
+    if isinstance(ext_or_exts, Mapping):
+        ext_or_exts = ext_or_exts[short_name]
+    return [ext_or_exts] if isinstance(ext_or_exts, str) else list(ext_or_exts)
+
+
+def start_pipeline(input_file: str, short_name: str, ext_or_exts, instrument: str, jump_pipe: bool = False,
+                   step_args: dict | None = None) -> Message:
+    """Send the file to a worker; return the message (``.get_result(block=True, timeout=ms)`` waits).
+
+    ``input_file`` is the file's name in ``incoming/`` (a path is reduced to its base name).
+    """
+    name = os.path.basename(input_file)
+    exts = _exts(ext_or_exts, short_name)
+    if jump_pipe:
+        ramp_fit = any("ramp" in e for e in exts)
+        save_fitopt = any("fitopt" in e for e in exts)
+        return calwebb_detector1_save_jump.send(name, instrument, ramp_fit=ramp_fit, save_fitopt=save_fitopt,
+                                                step_args=step_args or {})
+    return run_calwebb_detector1.send(name, short_name, ext_or_exts if isinstance(ext_or_exts, str) else exts,
+                                      instrument, step_args=step_args or {})
+
+
+def retrieve_files(short_name: str, ext_or_exts, dest_dir: str):
+    """Copy ``outgoing/<short_name>_<ext>.fits`` to ``dest_dir`` and clear the transfer files.
+
+    Returns
+    -------
+    str or list of str
+        One path for one extension, else a list in the order asked for.
+    """
+    transfer_dir = _config().transfer_dir
+    exts = _exts(ext_or_exts, short_name)
+    paths = []
+    try:
+        for ext in exts:
+            name = f"{short_name}_{ext}.fits"
+            paths.append(str(copy_atomically(outgoing_dir(transfer_dir) / name, Path(dest_dir) / name)))
+    finally:
+        remove_transfer_files(transfer_dir, short_name)
+    return paths[0] if len(paths) == 1 else paths
+
+
+class PipelineOutputs(dict):
+    """The dict of successes ``{input_file: product path(s)}``, plus ``.failures``:
+    ``{input_file: reason}`` for each file that did not come back."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.failures: dict[str, str] = {}
+
+
+def run_pipeline(input_file: str, in_ext: str, ext_or_exts, instrument: str, jump_pipe: bool = False,
+                 step_args: dict | None = None, timeout: float | None = None):
+    """Calibrate one file and wait for it (bounded); return its product path(s) beside the input.
+
+    Raises
+    ------
+    TaskResultFailure
+        The task failed (its type, message and worker traceback are on the exception).
+    ResultTimeout
+        No result within ``timeout`` seconds (default the config's ``wait_timeout_s``).
+    """
+    outputs = run_parallel_pipeline([input_file], in_ext, ext_or_exts, instrument, jump_pipe=jump_pipe,
+                                    step_args=step_args, timeout=timeout, _raise=True)
+    return outputs[input_file]
+
+
+def run_parallel_pipeline(input_files, in_ext: str, ext_or_exts, instrument: str, jump_pipe: bool = False,
+                          step_args: dict | None = None, timeout: float | None = None, _raise: bool = False):
+    """Calibrate several files on the workers and collect the products as they finish.
+
+    Parameters
+    ----------
+    input_files : list of str
+    in_ext : str
+    ext_or_exts : str, list, or dict keyed by short name
+    instrument : str
+    jump_pipe : bool
+        Use the save-jump path (``jump``, ``0_ramp_fit``, ``1_ramp_fit``, ``fitopt``).
+    step_args : dict, optional
+    timeout : float, optional
+        One bound, in seconds, for the whole batch (default the config's ``wait_timeout_s``).
+
+    Returns
+    -------
+    PipelineOutputs
+        ``{input_file: path or list of paths}`` for the files that succeeded, with
+        ``.failures`` giving each failed file's reason (also logged).
+    """
+    bound_s = _bound_s(timeout)
+    deadline = time.monotonic() + bound_s
+    transfer_dir = _config().transfer_dir
+    outputs = PipelineOutputs()
+    held: dict[str, tuple[Any, str, str]] = {}  # short_name -> (lock, input_file, dest_dir)
+    sent: dict[str, str] = {}  # message_id -> short_name
+    messages: list[Message] = []
+    try:
+        for input_file in input_files:
+            short_name, cal_lock, _ = prep_file(input_file, in_ext, timeout=max(0.0, deadline - time.monotonic()))
+            held[short_name] = (cal_lock, input_file, os.path.dirname(os.path.abspath(input_file)))
+            message = start_pipeline(input_file, short_name, ext_or_exts, instrument, jump_pipe, step_args)
+            sent[message.message_id] = short_name
+            messages.append(message)
+        for outcome in iter_results(messages, max(0.0, deadline - time.monotonic())):
+            short_name = sent.pop(outcome.message.message_id)
+            cal_lock, input_file, dest_dir = held[short_name]
+            if outcome.ok:
+                outputs[input_file] = retrieve_files(short_name, _retrieved_exts(ext_or_exts, short_name, outcome.value),
+                                                     dest_dir)
+            else:
+                remove_transfer_files(transfer_dir, short_name)
+                reason = str(outcome.error)
+                outputs.failures[input_file] = reason
+                logger.warning("Pipeline processing failed for %s: %s", input_file, reason)
+                if _raise:
+                    raise outcome.error
+    except BaseException:
+        if sent:  # interrupted or timed out: nothing we sent may keep running or leave files behind
+            _revoke_all(list(sent))
+        raise
+    finally:
+        for short_name, (cal_lock, _input_file, _dest) in held.items():
+            if short_name in sent.values():
+                remove_transfer_files(transfer_dir, short_name)
+            try:
+                cal_lock.release()
+            except JwqlDramatiqError as e:
+                logger.warning("Could not release the lock for %s: %s", short_name, e)
+    return outputs
+
+
+def _retrieved_exts(ext_or_exts, short_name: str, value: Any):
+    exts = _exts(ext_or_exts, short_name)
+    if exts == ["all"] and isinstance(value, Mapping):
+        return list(value)
+    return exts
+
+
+def _revoke_all(message_ids: list[str]) -> None:
+    from .revoke import revoke
+
+    for message_id in message_ids:
+        try:
+            revoke(message_id, terminate=True)
+        except Exception as e:  # keep revoking the rest
+            logger.warning("Could not revoke %s: %s", message_id, e)
