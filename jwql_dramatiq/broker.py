@@ -53,18 +53,29 @@ class _WakingConsumer(_RedisConsumer):
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
         self._slot_freed = threading.Event()
+        # message id -> eta (ms) of delayed messages handed to the worker and not yet acked:
+        # the delay-queue consumer wakes when the earliest is due instead of after a poll.
+        self._etas: dict[str, int] = {}
 
     def ack(self, message) -> None:  # noqa: D102
         try:
             super().ack(message)
         finally:
+            self._etas.pop(message.message_id, None)
             self._slot_freed.set()
 
     def nack(self, message) -> None:  # noqa: D102
         try:
             super().nack(message)
         finally:
+            self._etas.pop(message.message_id, None)
             self._slot_freed.set()
+
+    def _idle_wait_s(self) -> float:
+        wait_s = min(self.timeout / 1000, BLOCKING_SLICE_S)
+        if self._etas:
+            wait_s = min(wait_s, max(0.0, (min(self._etas.values()) - current_millis()) / 1000))
+        return wait_s
 
     def __next__(self):
         try:
@@ -75,6 +86,8 @@ class _WakingConsumer(_RedisConsumer):
                         continue
                     message = Message.decode(data)
                     self.queued_message_ids.add(message.message_id)
+                    if "eta" in message.options:
+                        self._etas[message.message_id] = int(message.options["eta"])
                     return dramatiq.MessageProxy(message)
 
                 idle = self.outstanding_message_count < self.prefetch
@@ -82,12 +95,13 @@ class _WakingConsumer(_RedisConsumer):
                     self.message_cache = self.broker.do_fetch(self.queue_name, self.prefetch - self.outstanding_message_count)
                     if self.message_cache:
                         continue
-                    wait_s = min(self.timeout / 1000, BLOCKING_SLICE_S)
-                    self.broker.client.blpop([self.broker.wake_key(self.queue_name)], timeout=wait_s)
+                    wait_s = self._idle_wait_s()
+                    if wait_s > 0:
+                        self.broker.client.blpop([self.broker.wake_key(self.queue_name)], timeout=wait_s)
                 else:
                     self.broker.do_fetch(self.queue_name, 0)  # heartbeat only
                     # Wake as soon as the running message is acked, to fetch the next at once.
-                    self._slot_freed.wait(self.timeout / 1000)
+                    self._slot_freed.wait(self._idle_wait_s())
                     self._slot_freed.clear()
                 return None
         except redis.ConnectionError as e:
@@ -124,12 +138,11 @@ class JwqlRedisBroker(RedisBroker):
     def enqueue(self, message: Message, *, delay: int | None = None) -> Message:  # noqa: D102
         try:
             message = super().enqueue(message, delay=delay)
-            if delay is None:
-                key = self.wake_key(message.queue_name)
-                with self.client.pipeline(transaction=False) as pipe:
-                    pipe.rpush(key, current_millis())
-                    pipe.ltrim(key, -WAKE_LIST_MAX, -1)
-                    pipe.execute()
+            key = self.wake_key(message.queue_name)  # the delay queue's own list for delayed messages
+            with self.client.pipeline(transaction=False) as pipe:
+                pipe.rpush(key, current_millis())
+                pipe.ltrim(key, -WAKE_LIST_MAX, -1)
+                pipe.execute()
             return message
         except (redis.ConnectionError, redis.TimeoutError) as e:
             raise RedisUnavailable(self.address, str(e)) from None

@@ -5,7 +5,6 @@ Built lazily from the config on first use; importing this module opens no connec
 
 from __future__ import annotations
 
-import threading
 from typing import TYPE_CHECKING
 
 import redis
@@ -23,10 +22,6 @@ SOCKET_TIMEOUT_S = 10.0
 #: The longest single blocking command (BLPOP, BRPOPLPUSH) this package sends, in seconds.
 BLOCKING_SLICE_S = 5.0
 
-_client: redis.Redis | None = None
-_client_lock = threading.Lock()
-
-
 def make_redis(config: Config) -> redis.Redis:
     """Return a new client for ``config``'s Redis (no connection is opened yet).
 
@@ -43,26 +38,23 @@ def make_redis(config: Config) -> redis.Redis:
 
 
 def get_redis(config: Config | None = None) -> redis.Redis:
-    """Return the process-wide client, built from ``config`` (or the loaded config) on first call.
+    """Return the configured broker's client (one pool per process), or a new client for ``config``.
 
     Parameters
     ----------
     config : Config, optional
-        Used only on the first call; later calls return the same client.
+        When given, a new client for it; otherwise the broker's (built from the config file on
+        first use).
 
     Returns
     -------
     redis.Redis
     """
-    global _client
-    with _client_lock:
-        if _client is None:
-            if config is None:
-                from .broker import get_config
+    if config is not None:
+        return make_redis(config)
+    from .broker import get_broker
 
-                config = get_config()
-            _client = make_redis(config)
-        return _client
+    return get_broker().client
 
 
 def check_redis(client: redis.Redis, address: str) -> None:
@@ -84,10 +76,3 @@ def check_redis(client: redis.Redis, address: str) -> None:
         raise RedisUnavailable(address, str(e) or type(e).__name__) from None
     except redis.AuthenticationError as e:
         raise RedisUnavailable(address, f"authentication failed: {e}") from None
-
-
-def reset_redis() -> None:
-    """Forget the process-wide client (tests, and forked children that must not share sockets)."""
-    global _client
-    with _client_lock:
-        _client = None
