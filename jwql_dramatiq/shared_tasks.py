@@ -100,8 +100,9 @@ def start_pipeline(input_file: str, short_name: str, ext_or_exts, instrument: st
     name = os.path.basename(input_file)
     exts = _exts(ext_or_exts, short_name)
     if jump_pipe:
-        ramp_fit = any("ramp" in e for e in exts)
-        save_fitopt = any("fitopt" in e for e in exts)
+        everything = exts == ["all"]  # the original looked for "<short>_all.fits"; give every product
+        ramp_fit = everything or any("ramp" in e for e in exts)
+        save_fitopt = everything or any("fitopt" in e for e in exts)
         return calwebb_detector1_save_jump.send(name, instrument, ramp_fit=ramp_fit, save_fitopt=save_fitopt,
                                                 step_args=step_args or {})
     return run_calwebb_detector1.send(name, short_name, ext_or_exts if isinstance(ext_or_exts, str) else exts,
@@ -220,7 +221,7 @@ def run_parallel_pipeline(input_files, in_ext: str, ext_or_exts, instrument: str
 def _retrieved_exts(ext_or_exts, short_name: str, value: Any):
     exts = _exts(ext_or_exts, short_name)
     if exts == ["all"] and isinstance(value, Mapping):
-        return list(value)
+        return [ext for ext, path in value.items() if path]
     return exts
 
 
