@@ -23,3 +23,14 @@ app.conf.update(worker_max_tasks_per_child=1, worker_prefetch_multiplier=1, task
 def noop():
     """Return the host and pid."""
     return {"host": socket.gethostname(), "pid": os.getpid()}
+
+
+@app.task(name="bench.run_pipeline_subprocess")
+def run_pipeline_subprocess(input_path, work_dir, output_dir, crds_path, step_args_json, max_cores):
+    """The original's design: run the pipeline in a fresh Python subprocess (run_pipeline.py)."""
+    import subprocess
+    import sys
+
+    subprocess.run([sys.executable, "-m", "benchmarks.fresh_pipeline", input_path, work_dir, output_dir, crds_path,
+                    step_args_json, max_cores], check=True, cwd=os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+    return sorted(os.listdir(output_dir))

@@ -60,12 +60,15 @@ class Config:
     memory_limit_mb: float = 0.0
     lock_lease_s: float = 30.0
     heartbeat_timeout_s: float = 60.0
+    sweep_interval_s: float | None = None
+    max_message_bytes: int = 10 * 1024 * 1024
     idle_poll_ms: int = 1000
     wait_timeout_s: float = 14_400.0
     warm_up: bool = True
     preload: tuple[str, ...] = ("jwst.pipeline",)
     actor_modules: tuple[str, ...] = ()
     maintenance_chance: int = 1000
+    max_cores: str = "all"
     crds_path: str | None = None
     crds_server_url: str | None = None
     crds_context: str | None = None
@@ -154,6 +157,9 @@ _SCHEMA: dict[str, tuple[tuple[type, ...], Any, Any]] = {
     "memory_limit_mb": ((int, float), float, _non_negative),
     "lock_lease_s": ((int, float), float, _positive),
     "heartbeat_timeout_s": ((int, float), float, _positive),
+    "sweep_interval_s": ((int, float, type(None)), lambda v: v if v is None else float(v),
+                         lambda v: v is not None and _positive(v)),
+    "max_message_bytes": ((int,), int, lambda v: None if v >= 1024 else "must be at least 1024"),
     "idle_poll_ms": ((int,), int, lambda v: None if 10 <= v <= 60_000 else "must be between 10 and 60000"),
     "wait_timeout_s": ((int, float), float, _positive),
     "warm_up": ((bool,), bool, None),
@@ -162,6 +168,8 @@ _SCHEMA: dict[str, tuple[tuple[type, ...], Any, Any]] = {
     "actor_modules": ((list,), tuple, lambda v: next((f"entry {m!r} is not a module name" for m in v
                                                       if not isinstance(m, str) or not m.replace(".", "_").isidentifier()), None)),
     "maintenance_chance": ((int,), int, lambda v: None if 0 <= v <= 1_000_000 else "must be between 0 and 1000000"),
+    "max_cores": ((str, int), str, lambda v: None if v in ("none", "quarter", "half", "all") or v.isdigit()
+                  else "must be 'none', 'quarter', 'half', 'all' or a whole number"),
     "crds_path": _OPT_STR,
     "crds_server_url": _OPT_STR,
     "crds_context": _OPT_STR,

@@ -2,26 +2,308 @@
 
 Both read ``<transfer_dir>/incoming/<input_file_name>``, work in the worker's own
 ``<working>/calibrated_data``, and publish ``<short_name>_<ext>.fits`` into
-``<transfer_dir>/outgoing`` atomically (a temporary name, then a rename). The steps run in this
-process, which is the task's fresh child; there is no shell subprocess.
+``<transfer_dir>/outgoing``. The steps run in this process, which is the task's fresh child;
+there is no shell subprocess.
+
+**Fenced publishing.** Dramatiq on Redis delivers at least once: a worker that is killed, or cut
+off from Redis for longer than the heartbeat timeout, has its message run again elsewhere, and a
+cut-off worker may still finish its run. So a run never writes into ``outgoing/`` directly:
+
+1. it takes the job lock ``job:<short_name>`` (:func:`jwql_dramatiq.locks.lock`; a lease renewed
+   while it lives, and a fencing token that grows with every acquisition);
+2. if an earlier run of the same message already published (the marker
+   ``<ns>:job-published:<message_id>``), it returns that run's result without running again;
+3. it runs the pipeline with a private staging directory ``outgoing/.staging.<short_name>.*`` as
+   its output directory;
+4. it publishes in one Redis transaction (WATCH/MULTI): only if the lock's fencing counter still
+   equals its own token (nobody acquired the lock since), and no run of its message has
+   published, it extends the lease over the renames and records the marker; then it renames the
+   staged products into ``outgoing/`` (same file system: atomic, milliseconds);
+5. a run whose token is no longer the newest (its lease lapsed while it was cut off, and the
+   message ran elsewhere) waits for the lock, then returns the published result of its message
+   if there is one; it publishes only if no newer run published anything for that name.
+
+While Redis cannot be reached, taking the lock and publishing wait for it (up to
+:data:`PUBLISH_REDIS_WAIT_S`, and always within the task's time limit) rather than guess or fail:
+a failure stored late would replace the result of the run that completed elsewhere meanwhile. A late run therefore neither overwrites
+nor duplicates products, and its result is the same as the run that published.
 """
 
 from __future__ import annotations
 
+import glob
+import json
+import logging
 import os
-from typing import Any
+import shutil
+import socket
+import tempfile
+import time
+from pathlib import Path
+from typing import Any, Callable
 
+import redis
+
+from ..errors import BadInput, LockError, PipelineError, RedisUnavailable
 from ..registry import actor
 
+logger = logging.getLogger(__name__)
 
-def _dirs(input_file_name: str) -> tuple[Any, str, str]:
+#: Prefix of the job lock names (``job:<short_name>``).
+JOB_LOCK_PREFIX = "job:"
+#: Prefix of the per-run staging directories inside ``outgoing/`` (hidden; not a product name).
+STAGING_PREFIX = ".staging."
+#: Longest the publish step waits for Redis to answer, in seconds (the time limit bounds it too).
+PUBLISH_REDIS_WAIT_S = 600.0
+#: Lease held over the renames of a publish, in seconds (at least the configured lease).
+PUBLISH_HOLD_S = 60.0
+
+
+class JobSuperseded(PipelineError):
+    """A newer run of the same job name published its products; this run's were discarded."""
+
+
+def published_key(namespace: str, message_id: str) -> str:
+    """The marker of a published message: JSON ``{"fence", "host", "pid", "at", "result"}``."""
+    return f"{namespace}:job-published:{message_id}"
+
+
+def name_fence_key(namespace: str, short_name: str) -> str:
+    """The fencing token of the last publish for a job name."""
+    return f"{namespace}:job-published-fence:{short_name}"
+
+
+def _dirs(input_file_name: str) -> tuple[Any, Path, Path, Path]:
     from ..broker import get_config
     from ..transfer import incoming_dir, outgoing_dir, resolve_inside
 
     config = get_config()
-    input_path = resolve_inside(incoming_dir(config.transfer_dir), input_file_name)
-    work_dir = os.path.join(config.working_dir, "calibrated_data")
-    return input_path, work_dir, str(outgoing_dir(config.transfer_dir))
+    incoming = incoming_dir(config.transfer_dir)
+    if not incoming.is_dir():
+        raise BadInput(f"the transfer directory has no incoming/ directory: {incoming} does not exist "
+                       f"(transfer_dir in {config.path})")
+    input_path = resolve_inside(incoming, input_file_name)
+    work_dir = Path(config.working_dir) / "calibrated_data"
+    return config, input_path, work_dir, outgoing_dir(config.transfer_dir)
+
+
+def _check_short_name(short_name: object) -> str:
+    if not isinstance(short_name, str) or not short_name or short_name.startswith(".") or "/" in short_name \
+            or "\\" in short_name or short_name in ("..",):
+        raise BadInput(f"invalid short_name {short_name!r}: must be a non-empty file-name prefix without '/'")
+    return short_name
+
+
+def _make_staging(outgoing: Path, short_name: str) -> Path:
+    """Create this run's staging directory inside ``outgoing/`` (so publishing is a rename)."""
+    try:
+        outgoing.mkdir(parents=True, exist_ok=True)
+        return Path(tempfile.mkdtemp(prefix=f"{STAGING_PREFIX}{short_name}.{int(time.time())}.", dir=outgoing))
+    except OSError as e:
+        raise PipelineError(f"cannot write to the outgoing directory {outgoing}: {e.strerror or e}") from e
+
+
+def _remove_stale_staging(outgoing: Path, short_name: str, older_than_s: float) -> None:
+    """Remove staging directories of runs that cannot be alive any more (older than the time limit)."""
+    now = time.time()
+    for path in outgoing.glob(f"{STAGING_PREFIX}{glob.escape(short_name)}.*"):
+        try:
+            created = int(path.name[len(STAGING_PREFIX) + len(short_name) + 1:].split(".")[0])
+        except ValueError:
+            continue
+        if now - created > older_than_s:
+            logger.warning("Removing %s, left by a run that ended without cleaning up", path)
+            shutil.rmtree(path, ignore_errors=True)
+
+
+def _current_message_id() -> str | None:
+    from dramatiq.middleware import CurrentMessage
+
+    message = CurrentMessage.get_current_message()
+    return None if message is None else str(message.message_id)
+
+
+class _FencedJob:
+    """One run's job lock, staging directory and fenced publish (see the module docstring)."""
+
+    def __init__(self, actor_name: str, short_name: str, outgoing: Path) -> None:
+        from ..broker import get_config
+        from ..locks import lock
+
+        config = get_config()
+        self.config = config
+        self.short_name = short_name
+        self.outgoing = outgoing
+        self.time_limit_s = config.time_limit_for(actor_name)
+        self.deadline = time.monotonic() + self.time_limit_s
+        self.message_id = _current_message_id()
+        self.lock = lock(JOB_LOCK_PREFIX + short_name, blocking_timeout=self.time_limit_s,
+                         raise_on_release_error=False)
+        self.client: redis.Redis = self.lock.client
+        self.namespace = self.lock.namespace
+        self.first_fence: int | None = None
+        self.staging: Path | None = None
+
+    # -- life cycle ----------------------------------------------------------------------------
+
+    def acquire(self) -> None:
+        """Take the job lock (waiting while another run of the name holds it)."""
+        remaining = max(0.0, self.deadline - time.monotonic())
+        if not self.lock.acquire(blocking=True, blocking_timeout=remaining):
+            raise PipelineError(f"the job lock {self.lock.name!r} stayed taken for {remaining:.0f} s")
+        if self.first_fence is None:
+            self.first_fence = self.lock.fencing_token
+        logger.info("Job lock %r acquired (fencing token %s)", self.lock.name, self.lock.fencing_token)
+
+    def release(self) -> None:
+        """Release the job lock if still held; a lost lock is only logged."""
+        try:
+            if self.lock.held:
+                self.lock.release()
+        except (LockError, RedisUnavailable, redis.RedisError) as e:
+            logger.warning("Job lock %r not released cleanly: %s", self.lock.name, e)
+
+    def make_staging(self) -> Path:
+        """Create the staging directory (and clear stale ones of this name)."""
+        _remove_stale_staging(self.outgoing, self.short_name, self.time_limit_s + 60)
+        self.staging = _make_staging(self.outgoing, self.short_name)
+        return self.staging
+
+    def remove_staging(self) -> None:
+        """Remove this run's staging directory, whatever it holds."""
+        if self.staging is not None:
+            shutil.rmtree(self.staging, ignore_errors=True)
+
+    # -- publishing ----------------------------------------------------------------------------
+
+    def already_published(self) -> dict | None:
+        """The marker of this message's earlier publish, if any."""
+        if self.message_id is None:
+            return None
+        raw = self._with_redis(lambda: self.client.get(published_key(self.namespace, self.message_id)))
+        return None if raw is None else json.loads(raw)
+
+    def _with_redis(self, call: Callable[[], Any]) -> Any:
+        """Run a Redis call, waiting out an outage (bounded) instead of guessing."""
+        limit = min(self.deadline, time.monotonic() + PUBLISH_REDIS_WAIT_S)
+        delay, warned = 0.5, False
+        while True:
+            try:
+                return call()
+            except (redis.ConnectionError, redis.TimeoutError, RedisUnavailable) as e:
+                if time.monotonic() + delay > limit:
+                    raise RedisUnavailable(self.config.redis_address,
+                                           f"the job lock of {self.short_name} could not be checked: {e}") from None
+                if not warned:
+                    logger.warning("Redis unreachable at the job lock of %s (%s); waiting for it", self.short_name, e)
+                    warned = True
+                time.sleep(delay)
+                delay = min(delay * 2, 5.0)
+
+    def _claim(self, result: dict) -> tuple[str, Any]:
+        """One WATCH/MULTI attempt: ``("claimed", None)``, ``("published", marker)`` or ``("superseded", fence)``."""
+        from ..locks._redis import LockKeys
+
+        keys = LockKeys(self.namespace, self.lock.name)
+        marker_key = published_key(self.namespace, self.message_id) if self.message_id else None
+        watched = [keys.lock, keys.fence, *([marker_key] if marker_key else [])]
+        hold_ms = int(max(PUBLISH_HOLD_S, self.config.lock_lease_s) * 1000)
+        with self.client.pipeline() as pipe:
+            while True:
+                try:
+                    pipe.watch(*watched)
+                    values = pipe.mget(watched)
+                    record, fence = values[0], int(values[1] or 0)
+                    if marker_key and values[2] is not None:
+                        return "published", json.loads(values[2])
+                    if fence != self.lock.fencing_token or record is None or not self.lock.held:
+                        return "superseded", fence
+                    published_fence = int(pipe.get(name_fence_key(self.namespace, self.short_name)) or 0)
+                    if published_fence > (self.first_fence or 0):
+                        return "newer", published_fence
+                    marker = json.dumps({"fence": fence, "host": socket.gethostname(), "pid": os.getpid(),
+                                         "at": time.time(), "result": result})
+                    ttl_ms = int(self.config.result_ttl_s * 1000)
+                    pipe.multi()
+                    pipe.pexpire(keys.lock, hold_ms)  # the renames below happen inside this lease
+                    pipe.set(name_fence_key(self.namespace, self.short_name), fence, px=ttl_ms)
+                    if marker_key:
+                        pipe.set(marker_key, marker, px=ttl_ms)
+                    pipe.execute()
+                    return "claimed", None
+                except redis.WatchError:
+                    continue
+
+    def publish(self, staged: dict[str, str | None]) -> dict[str, str | None]:
+        """Publish the staged products if this run still holds the newest token (see the module docstring).
+
+        Parameters
+        ----------
+        staged : dict
+            Extension -> path of the product in the staging directory (or None, not asked for).
+
+        Returns
+        -------
+        dict
+            Extension -> path in ``outgoing/`` (None kept): this run's, or the publishing run's.
+        """
+        final = {ext: (None if p is None else str(self.outgoing / Path(p).name)) for ext, p in staged.items()}
+        while True:
+            verdict, detail = self._with_redis(lambda: self._claim(final))
+            if verdict == "claimed":
+                for path in staged.values():
+                    if path is not None:
+                        os.replace(path, self.outgoing / Path(path).name)
+                logger.info("Published %s (fencing token %s): %s", self.short_name, self.lock.fencing_token,
+                            ", ".join(sorted(Path(p).name for p in final.values() if p)))
+                return final
+            if verdict == "published":
+                logger.warning("Not publishing %s: this message's products were already published by a run with "
+                               "fencing token %s on %s; returning that run's result", self.short_name,
+                               detail.get("fence"), detail.get("host"))
+                return detail["result"]
+            if verdict == "newer":
+                raise JobSuperseded(f"products for {self.short_name} were published by a newer run (fencing token "
+                                    f"{detail}) than this one (token {self.first_fence}); this run's are discarded")
+            # superseded: the lease lapsed (cut off from Redis?) and the lock may have moved on.
+            logger.warning("Not publishing %s yet: this run's fencing token %s is no longer the newest (%s); "
+                           "waiting for the job lock to see what was published", self.short_name,
+                           self.lock.fencing_token, detail)
+            self.release()
+            from ..locks import lock
+
+            self.lock = lock(self.lock.name, blocking_timeout=self.time_limit_s, raise_on_release_error=False)
+            self._with_redis(self.acquire)
+
+
+def _run_fenced(actor_name: str, input_file_name: str, short_name: str,
+                run: Callable[[Any, Path, Path], dict[str, str | None]]) -> dict[str, str | None]:
+    """Run ``run(input_path, work_dir, staging)`` under the job lock and publish its products fenced."""
+    _config, input_path, work_dir, outgoing = _dirs(input_file_name)
+    job = _FencedJob(actor_name, short_name, outgoing)
+    # A run cut off from Redis waits for it rather than fail: its failure would be stored late
+    # over the result of the run that completed elsewhere meanwhile.
+    job._with_redis(job.acquire)
+    try:
+        done = job.already_published()
+        if done is not None:
+            logger.warning("%s was already published by an earlier run of this message (fencing token %s on %s); "
+                           "not running it again", short_name, done.get("fence"), done.get("host"))
+            return done["result"]
+        staging = job.make_staging()
+        try:
+            staged = run(input_path, work_dir, staging)
+            return job.publish(staged)
+        finally:
+            job.remove_staging()
+    finally:
+        job.release()
+
+
+def _max_cores() -> str:
+    from ..broker import get_config
+
+    return get_config().max_cores
 
 
 @actor(actor_name="run_calwebb_detector1")
@@ -34,7 +316,7 @@ def run_calwebb_detector1(input_file_name: str, short_name: str, ext_or_exts, in
     input_file_name : str
         Bare name of the file in ``<transfer_dir>/incoming``.
     short_name : str
-        Prefix of the product names.
+        Prefix of the product names (and the job lock's name).
     ext_or_exts : str or list of str
         Products wanted (jwql step names, ``"rateints"``, or ``"all"``).
     instrument : str
@@ -49,8 +331,12 @@ def run_calwebb_detector1(input_file_name: str, short_name: str, ext_or_exts, in
     """
     from ..pipeline import run_calwebb_detector1 as run
 
-    input_path, work_dir, output_dir = _dirs(input_file_name)
-    return run(input_path, short_name, ext_or_exts, instrument, work_dir, output_dir, step_args=step_args)
+    _check_short_name(short_name)
+
+    def in_staging(input_path, work_dir, staging):
+        return run(input_path, short_name, ext_or_exts, instrument, str(work_dir), str(staging), step_args=step_args)
+
+    return _run_fenced("run_calwebb_detector1", input_file_name, short_name, in_staging)
 
 
 @actor(actor_name="calwebb_detector1_save_jump")
@@ -75,7 +361,14 @@ def calwebb_detector1_save_jump(input_file_name: str, instrument: str, ramp_fit:
         ``jump``, ``0_ramp_fit``, ``1_ramp_fit``, ``fitopt`` -> published path, or None if not asked for.
     """
     from ..pipeline import calwebb_detector1_save_jump as run
+    from ..pipeline import short_name_from_path
 
-    input_path, work_dir, output_dir = _dirs(input_file_name)
-    return run(input_path, instrument, work_dir, output_dir, ramp_fit=ramp_fit, save_fitopt=save_fitopt,
-               step_args=step_args)
+    if not isinstance(input_file_name, str):
+        raise BadInput(f"input file name {input_file_name!r} is not a file name")
+    short_name = short_name_from_path(input_file_name)
+
+    def in_staging(input_path, work_dir, staging):
+        return run(input_path, instrument, str(work_dir), str(staging), ramp_fit=ramp_fit, save_fitopt=save_fitopt,
+                   step_args=step_args)
+
+    return _run_fenced("calwebb_detector1_save_jump", input_file_name, short_name, in_staging)

@@ -163,10 +163,20 @@ def _set_current_message(context: dict[str, Any]) -> None:
     CurrentMessage._MESSAGE.set(message)
 
 
+def _peak_rss_mib() -> float:
+    """This process's peak resident set (VmHWM) in MiB, shared pages included."""
+    with open("/proc/self/status", "rb") as f:
+        for line in f:
+            if line.startswith(b"VmHWM:"):
+                return int(line.split()[1]) / 1024
+    return 0.0
+
+
 def run_child(sock: socket.socket, max_tasks: int) -> int:
     """Run up to ``max_tasks`` tasks sent over ``sock``, replying with each outcome.
 
-    A task's outcome is ``("ok", value)`` or ``("error", {"type", "msg", "traceback"})``;
+    A task's outcome is ``("ok", value, stats)`` or ``("error", {"type", "msg", "traceback"}, stats)``,
+    where ``stats`` holds ``elapsed_s`` and the child's ``peak_rss_mib`` so far;
     ``SystemExit`` and ``KeyboardInterrupt`` raised by library code are outcomes too, not exits.
 
     Returns
@@ -192,6 +202,7 @@ def run_child(sock: socket.socket, max_tasks: int) -> int:
         if request is None:
             return 0
         actor_name, args, kwargs, context = request
+        started = time.monotonic()
         try:
             _set_current_message(context)
             value = registry.lookup(actor_name).fn(*args, **kwargs)
@@ -199,6 +210,7 @@ def run_child(sock: socket.socket, max_tasks: int) -> int:
             reply: tuple[Any, ...] = ("ok", value)
         except BaseException as e:  # noqa: B036 - SystemExit from CRDS must become a failure result
             reply = ("error", describe_exception(e))
-        protocol.send_frame(sock, reply)
+        stats = {"elapsed_s": round(time.monotonic() - started, 4), "peak_rss_mib": _peak_rss_mib()}
+        protocol.send_frame(sock, (*reply, stats))
         done += 1
     return 0

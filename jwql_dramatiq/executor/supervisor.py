@@ -108,6 +108,8 @@ class Executor:
         self._closed = False
         self._current: _Child | None = None
         self._kill_reason: str | None = None
+        #: ``{"elapsed_s", "peak_rss_mib"}`` of the last task that replied.
+        self.last_stats: dict[str, float] = {}
 
     # -- life cycle ---------------------------------------------------------------------------
 
@@ -269,7 +271,9 @@ class Executor:
         else:
             with self._cond:
                 self._idle.appendleft(child)
-        kind, payload = reply
+        kind, payload, self.last_stats = reply
+        logger.info("Task %s (%s) finished in child %d: %.3f s, peak RSS %.1f MiB.", context.get("message_id"),
+                    actor_name, child.pid, self.last_stats["elapsed_s"], self.last_stats["peak_rss_mib"])
         if kind == "ok":
             return payload
         raise TaskResultFailure(payload["type"], payload["msg"], payload["traceback"], context.get("message_id"))

@@ -324,13 +324,14 @@ def _run_cal_steps(local: Path, short_name: str, job_dir: Path, plan: list[str],
                     image, ints = result if isinstance(result, tuple) else (result, None)
                     if image is None:
                         raise PipelineError(f"{what} returned no rate image")
-                    produced["rate"] = _save(image, job_dir / f"{short_name}_rate.fits")
+                    if "rate" in outputs:
+                        produced["rate"] = _save(image, job_dir / f"{short_name}_rate.fits")
                     if ints is not None:
                         if RATEINTS in outputs:
                             produced[RATEINTS] = _save(ints, job_dir / f"{short_name}_{RATEINTS}.fits")
                         ints.close()
                     result = image
-                else:
+                elif step in outputs:  # intermediate products nobody asked for are not written
                     produced[step] = _save(result, job_dir / f"{short_name}_{step}.fits")
             if result is not model and hasattr(model, "close"):
                 model.close()
