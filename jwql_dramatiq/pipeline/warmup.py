@@ -42,8 +42,8 @@ def import_jwst() -> float:
 def warm_up(tmp_dir: str | os.PathLike[str]) -> float:
     """Import jwst and run one tiny offline Detector1 job on synthetic data.
 
-    Uses the save-jump path (``Detector1Pipeline`` with every reference given as an
-    override, ``maximum_cores="none"``) on a 1x3x32x32 NIRCam ramp, so no CRDS reference
+    Runs the save-jump path (``Detector1Pipeline``) and the step-by-step cal path, with every
+    reference given as an override and ``maximum_cores="none"``, on a 1x3x32x32 NIRCam ramp, so no CRDS reference
     is fetched; crds still reads ``server_config`` from the cache, so call
     :func:`~jwql_dramatiq.pipeline.crds_env.apply_crds_environment` first (a synced cache
     or ``offline_stub=True``). Everything it writes is removed.
@@ -66,10 +66,13 @@ def warm_up(tmp_dir: str | os.PathLike[str]) -> float:
         If the warm-up run fails otherwise.
     """
     from jwql_dramatiq import synthetic
-    from jwql_dramatiq.pipeline.detector1 import calwebb_detector1_save_jump
+    from jwql_dramatiq.pipeline.detector1 import calwebb_detector1_save_jump, run_calwebb_detector1
+
+    from jwql_dramatiq.pipeline.asdf_cache import cache_asdf_schemas
 
     t0 = time.monotonic()
     import_s = import_jwst()
+    cache_asdf_schemas()
     Path(tmp_dir).mkdir(parents=True, exist_ok=True)
     scratch = Path(tempfile.mkdtemp(prefix="jwql-warm-up.", dir=tmp_dir))
     try:
@@ -79,6 +82,9 @@ def warm_up(tmp_dir: str | os.PathLike[str]) -> float:
         refs = synthetic.make_reference_files(scratch / "refs", size=WARM_UP_SIZE, ngroups=WARM_UP_NGROUPS)
         calwebb_detector1_save_jump(uncal, "nircam", scratch / "work", scratch / "out",
                                     step_args=synthetic.offline_step_overrides(refs, "jump"), max_cores="none")
+        # The step-by-step "cal" path builds each step on its own: warm those classes too.
+        run_calwebb_detector1(uncal, "jw09999001001_01101_00001_nrca1", "rate", "nircam", scratch / "work",
+                              scratch / "out", step_args=synthetic.offline_step_overrides(refs, "cal"), max_cores="none")
     finally:
         shutil.rmtree(scratch, ignore_errors=True)
     total_s = time.monotonic() - t0
