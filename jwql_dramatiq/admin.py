@@ -14,7 +14,7 @@ from dramatiq.common import q_name
 from dramatiq.message import Message
 
 from . import states
-from .revoke import revoked_key
+from .revoke import REVOKED_KEEP_S, revoked_key
 
 
 @dataclass(frozen=True)
@@ -31,10 +31,45 @@ class QueueLengths:
         return dict(self.__dict__)
 
 
-def queue_lengths(broker) -> list[QueueLengths]:
-    """Return the lengths of every queue the broker declares."""
+def known_queues(broker) -> list[str]:
+    """Every queue name worth looking at: declared on ``broker``, the config's, and any found in Redis.
+
+    A process declares only the actors it imported, so queues are also found by their message
+    hashes (``<ns>:<queue>.msgs``, ``.DQ.msgs``, ``.XQ.msgs``; SCAN, never KEYS).
+
+    Parameters
+    ----------
+    broker : JwqlRedisBroker
+
+    Returns
+    -------
+    list of str
+        Canonical queue names (no ``.DQ``/``.XQ``), sorted.
+    """
     client, ns = broker.client, broker.jwql_config.namespace
-    names = sorted(q for q in broker.get_declared_queues() if not q.endswith(".DQ"))
+    names = {q_name(q) for q in broker.get_declared_queues()} | {broker.jwql_config.queue_name}
+    escaped = "".join("\\" + c if c in "*?[]\\" else c for c in ns)
+    prefix = f"{ns}:"
+    for key in client.scan_iter(match=f"{escaped}:*.msgs", count=1000):
+        name = key.decode(errors="replace")[len(prefix):-len(".msgs")]
+        if ":" not in name:  # not some other key family of this namespace
+            names.add(q_name(name[:-3] if name.endswith(".XQ") else name))
+    return sorted(names)
+
+
+def queue_lengths(broker) -> list[QueueLengths]:
+    """Return the lengths of every known queue (see :func:`known_queues`).
+
+    Parameters
+    ----------
+    broker : JwqlRedisBroker
+
+    Returns
+    -------
+    list of QueueLengths
+    """
+    client, ns = broker.client, broker.jwql_config.namespace
+    names = known_queues(broker)
     with client.pipeline(transaction=False) as pipe:
         for name in names:
             pipe.llen(f"{ns}:{name}")
@@ -49,11 +84,14 @@ def purge(broker, queue: str | None = None, dead_letter: bool = False) -> list[d
 
     Running messages are left alone. The dead-letter queue is kept unless ``dead_letter``.
 
+    Delayed messages a worker already holds in memory are failed the same way and skipped
+    when they fall due.
+
     Parameters
     ----------
     broker : JwqlRedisBroker
     queue : str, optional
-        One queue; default every declared queue.
+        One queue; default every known queue (:func:`known_queues`).
     dead_letter : bool
         Also empty the dead-letter queue.
 
@@ -64,7 +102,7 @@ def purge(broker, queue: str | None = None, dead_letter: bool = False) -> list[d
     """
     client, ns = broker.client, broker.jwql_config.namespace
     ttl_ms = int(broker.jwql_config.result_ttl_s * 1000)
-    names = [queue] if queue else sorted(q for q in broker.get_declared_queues() if not q.endswith(".DQ"))
+    names = [q_name(queue)] if queue else known_queues(broker)
     purged = []
     for name in names:
         for suffix, was in (("", states.QUEUED), (".DQ", states.SCHEDULED)):
@@ -78,26 +116,43 @@ def purge(broker, queue: str | None = None, dead_letter: bool = False) -> list[d
             else:
                 ids = waiting
             for redis_id in ids:
-                data = client.hget(f"{base}.msgs", redis_id)
-                if data is None:
-                    continue
-                message = Message.decode(data)
-                _fail_as_purged(broker, message, ttl_ms)
-                if redis_id in waiting:
-                    client.hdel(f"{base}.msgs", redis_id)
-                purged.append({"message_id": message.message_id, "actor": message.actor_name, "queue": name,
-                               "was": was})
+                try:
+                    item = _purge_one(broker, client.hget(f"{base}.msgs", redis_id), redis_id, name, was, ttl_ms)
+                finally:
+                    if redis_id in waiting:
+                        client.hdel(f"{base}.msgs", redis_id)
+                if item is not None:
+                    purged.append(item)
         if dead_letter:
             client.delete(f"{ns}:{name}.XQ", f"{ns}:{name}.XQ.msgs")
+    if purged:
+        client.zremrangebyscore(revoked_key(ns), 0, time.time() - REVOKED_KEEP_S)
     return purged
+
+
+def _purge_one(broker, data: bytes | None, redis_id: bytes, queue: str, was: str,
+               ttl_ms: int) -> dict[str, str] | None:
+    """Fail one taken message as purged; return what to report, or None if there is nothing to."""
+    if data is None:
+        return None
+    try:
+        message = Message.decode(data)
+    except Exception:  # not a message this package can read: removed, and nobody to tell
+        return {"message_id": "", "actor": "", "queue": queue, "was": was,
+                "note": f"undecodable payload (redis id {redis_id.decode(errors='replace')})"}
+    if broker.client.zscore(revoked_key(broker.jwql_config.namespace), message.message_id) is not None:
+        return None  # already revoked or purged: its waiter was told then
+    _fail_as_purged(broker, message, ttl_ms)
+    return {"message_id": message.message_id, "actor": message.actor_name, "queue": queue, "was": was}
 
 
 def _fail_as_purged(broker, message: Message, ttl_ms: int) -> None:
     client, ns = broker.client, broker.jwql_config.namespace
     client.zadd(revoked_key(ns), {message.message_id: time.time()})  # never run it, never overwrite the failure
-    broker.results_backend.store_failure(
-        message, {"type": "TaskPurged", "msg": f"task {message.message_id} ({message.actor_name}) was purged from "
-                                               f"queue {message.queue_name!r} before it ran", "traceback": ""},
-        ttl_ms, force=True)
-    states.write_state(client, ns, message.message_id, ttl_ms, state=states.PURGED, purged_at=time.time(),
-                       actor=message.actor_name, queue=q_name(message.queue_name))
+    text = (f"task {message.message_id} ({message.actor_name}) was purged from queue "
+            f"{q_name(message.queue_name)!r} before it ran")
+    broker.results_backend.store_failure(message, {"type": "TaskPurged", "msg": text, "traceback": ""}, ttl_ms,
+                                         force=True)
+    states.write_state(client, ns, message.message_id, ttl_ms, mode="force", state=states.PURGED,
+                       purged_at=time.time(), actor=message.actor_name, queue=q_name(message.queue_name),
+                       error=f"TaskPurged: {text}")

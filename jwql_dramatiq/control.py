@@ -8,6 +8,10 @@ reconnecting, where pub/sub would drop it.
 Commands: ``{"cmd": "shutdown", "now": false}`` finishes the current task then exits 0;
 ``{"cmd": "shutdown", "now": true}`` kills the running child, puts its message back on the
 queue, and exits; ``{"cmd": "terminate", "message_id": ...}`` kills that task's child.
+
+The host a worker reports is ``socket.gethostname()``, or ``$JWQL_DRAMATIQ_HOSTNAME`` when set
+(:func:`worker_hostname`): two workers on one machine can then act as two hosts (tests, or two
+workers sharing a machine under different names).
 """
 
 from __future__ import annotations
@@ -30,6 +34,19 @@ logger = logging.getLogger(__name__)
 
 #: How long a worker's record outlives its last update, in seconds (dead ones stay visible a while).
 WORKER_RECORD_TTL_S = 7 * 86_400
+#: Environment variable that overrides the host name a worker reports.
+HOSTNAME_ENV = "JWQL_DRAMATIQ_HOSTNAME"
+
+
+def worker_hostname() -> str:
+    """The host name this process reports in worker records and task states.
+
+    Returns
+    -------
+    str
+        ``$JWQL_DRAMATIQ_HOSTNAME`` if set and not empty, else ``socket.gethostname()``.
+    """
+    return os.environ.get(HOSTNAME_ENV, "").strip() or socket.gethostname()
 
 
 def worker_key(namespace: str, worker_id: str) -> str:
@@ -63,7 +80,33 @@ def send_command(client: redis.Redis, namespace: str, worker_id: str, command: d
 
 @dataclass(frozen=True)
 class WorkerInfo:
-    """A worker as the broker sees it."""
+    """A worker as the broker sees it.
+
+    Attributes
+    ----------
+    worker_id : str
+        Its Dramatiq broker id (the id its heartbeats carry).
+    host : str
+        The host it reports (see :func:`worker_hostname`).
+    pid, main_pid : int
+        The Dramatiq worker process and the Dramatiq main process (the one in the pid file).
+    started_at : float
+        Unix time it registered.
+    alive : bool
+        Heartbeat younger than the heartbeat timeout, and no clean stop recorded.
+    heartbeat_age_s : float or None
+        Seconds since its last heartbeat (None once Dramatiq dropped a dead worker's heartbeat).
+    current_message, current_actor : str
+        The task it runs now, or ``""``.
+    current_since : float or None
+        Unix time the current task started.
+    tasks_done, children_recycled : int
+        Tasks processed and task children started so far.
+    stopped : bool
+        It recorded a clean stop.
+    stopping : bool
+        A graceful shutdown was requested and it has not stopped yet.
+    """
 
     worker_id: str
     host: str
@@ -78,10 +121,20 @@ class WorkerInfo:
     tasks_done: int
     children_recycled: int
     stopped: bool
+    stopping: bool = False
+
+    @property
+    def condition(self) -> str:
+        """One word: ``alive``, ``stopping``, ``stopped`` or ``dead``."""
+        if self.stopped:
+            return "stopped"
+        if not self.alive:
+            return "dead"
+        return "stopping" if self.stopping else "alive"
 
     def to_dict(self) -> dict[str, Any]:
         """A JSON-ready dict."""
-        return dict(self.__dict__)
+        return {**self.__dict__, "condition": self.condition}
 
 
 def list_workers(client: redis.Redis, namespace: str, heartbeat_timeout_s: float) -> list[WorkerInfo]:
@@ -89,6 +142,16 @@ def list_workers(client: redis.Redis, namespace: str, heartbeat_timeout_s: float
 
     A worker is alive when its Dramatiq heartbeat is younger than ``heartbeat_timeout_s`` and
     it has not recorded a clean stop.
+
+    Parameters
+    ----------
+    client : redis.Redis
+    namespace : str
+    heartbeat_timeout_s : float
+
+    Returns
+    -------
+    list of WorkerInfo
     """
     ids = sorted(i.decode() for i in client.smembers(workers_key(namespace)))
     with client.pipeline(transaction=False) as pipe:
@@ -96,7 +159,9 @@ def list_workers(client: redis.Redis, namespace: str, heartbeat_timeout_s: float
             pipe.hgetall(worker_key(namespace, worker_id))
             pipe.zscore(heartbeats_key(namespace), worker_id)
         replies = pipe.execute()
-    seconds, microseconds = client.time()  # the server's clock, as Dramatiq's heartbeats use (ms)
+    # Heartbeats carry each worker's own clock (ms); the Redis server's clock is the common
+    # reference here (hosts are assumed NTP-synchronised, as Dramatiq's own sweep assumes).
+    seconds, microseconds = client.time()
     now_ms = seconds * 1000 + microseconds // 1000
     workers, gone = [], []
     for worker_id, raw, beat in zip(ids, replies[0::2], replies[1::2]):
@@ -105,7 +170,7 @@ def list_workers(client: redis.Redis, namespace: str, heartbeat_timeout_s: float
             continue
         data = {k.decode(): v.decode() for k, v in raw.items()}
         age = None if beat is None else max(0.0, (now_ms - beat) / 1000)
-        stopped = data.get("stopped_at") is not None
+        stopped = bool(data.get("stopped_at"))
         workers.append(WorkerInfo(
             worker_id=worker_id, host=data.get("host", "?"), pid=int(data.get("pid", 0)),
             main_pid=int(data.get("main_pid", 0)), started_at=float(data.get("started_at", 0)),
@@ -113,10 +178,25 @@ def list_workers(client: redis.Redis, namespace: str, heartbeat_timeout_s: float
             current_message=data.get("current_message", ""), current_actor=data.get("current_actor", ""),
             current_since=float(data["current_since"]) if data.get("current_since") else None,
             tasks_done=int(data.get("tasks_done", 0)), children_recycled=int(data.get("children_recycled", 0)),
-            stopped=stopped))
+            stopped=stopped, stopping=bool(data.get("stopping_at"))))
     if gone:
         client.srem(workers_key(namespace), *gone)
     return sorted(workers, key=lambda w: -w.started_at)
+
+
+def request_shutdown(client: redis.Redis, namespace: str, worker_ids: list[str], now: bool = False) -> None:
+    """Tell workers to shut down: gracefully (finish the current task), or ``now``.
+
+    Parameters
+    ----------
+    client : redis.Redis
+    namespace : str
+    worker_ids : list of str
+    now : bool
+        Kill the running child, put its message back on the queue, and exit at once.
+    """
+    for worker_id in worker_ids:
+        send_command(client, namespace, worker_id, {"cmd": "shutdown", "now": bool(now)})
 
 
 class WorkerControl:
@@ -141,7 +221,7 @@ class WorkerControl:
 
     def register(self) -> None:
         """Write this worker's record."""
-        record = {"host": socket.gethostname(), "pid": os.getpid(), "main_pid": os.getppid(),
+        record = {"host": worker_hostname(), "pid": os.getpid(), "main_pid": os.getppid(),
                   "started_at": time.time(), "queue": self.broker.jwql_config.queue_name, "tasks_done": 0,
                   "children_recycled": 0}
         with self.client.pipeline(transaction=False) as pipe:
@@ -190,7 +270,7 @@ class WorkerControl:
                 logger.exception("Bad control command %r", item[1])
 
     def handle(self, command: dict[str, Any]) -> None:
-        """Carry out one command."""
+        """Carry out one command (see the module docstring)."""
         cmd = command.get("cmd")
         if cmd == "terminate":
             current = self.current
@@ -201,17 +281,44 @@ class WorkerControl:
             self._shutdown_now()
         elif cmd == "shutdown":
             logger.warning("Graceful shutdown requested: finishing the current task, then exiting.")
+            try:
+                self.client.hset(self.key, "stopping_at", time.time())
+            except redis.RedisError:
+                pass
             os.kill(os.getppid(), signal.SIGTERM)  # the dramatiq main process stops its workers gracefully
         else:
             logger.warning("Unknown control command %r", command)
 
     def _shutdown_now(self) -> None:
-        logger.warning("Immediate shutdown requested: requeueing the current message and exiting.")
         current = self.current
-        if current is not None:
-            self.broker.do_requeue(current["queue_name"], current["redis_message_id"])
+        logger.warning("Immediate shutdown requested: %s, then exiting.",
+                       f"killing task {current['message_id']} and requeueing it" if current else "no task running")
         if self.executor is not None:
-            self.executor.stop_now()
+            self.executor.stop_now()  # the child dies before its message is requeued: never two runs at once
+        try:
+            self._requeue_in_flight(current)
+        except redis.RedisError:
+            logger.exception("Could not requeue the in-flight messages; Dramatiq requeues them once this "
+                             "worker's heartbeat times out.")
         self.mark_stopped()
         os.kill(os.getppid(), signal.SIGTERM)
         os._exit(0)
+
+    def _requeue_in_flight(self, current: dict[str, Any] | None) -> None:
+        """Put every message this worker holds (running, or delayed in memory) back on its queue."""
+        from . import states
+
+        broker = self.broker
+        for queue_name in sorted(set(broker.get_declared_queues()) | set(broker.delay_queues)):
+            acks = f"{self.namespace}:__acks__.{self.worker_id}.{queue_name}"
+            ids = [i.decode() for i in self.client.smembers(acks)]
+            if ids:
+                broker.do_requeue(queue_name, *ids)
+                if not queue_name.endswith(".DQ"):
+                    self.client.rpush(broker.wake_key(queue_name), int(time.time() * 1000))
+                logger.warning("Requeued %d message(s) on %s.", len(ids), queue_name)
+        if current is not None:
+            ttl_ms = int(broker.jwql_config.result_ttl_s * 1000)
+            states.write_state(self.client, self.namespace, current["message_id"], ttl_ms,
+                               also=(self.key, {"current_message": "", "current_actor": "", "current_since": ""}),
+                               state=states.QUEUED, requeued_at=time.time(), requeued_by=self.worker_id)

@@ -80,10 +80,11 @@ def revoke(message_id: str, terminate: bool = False, broker=None) -> RevokeOutco
     ttl_ms = int(broker.jwql_config.result_ttl_s * 1000)
     message = Message(queue_name=state.queue, actor_name=state.actor, args=(), kwargs={}, options={},
                       message_id=message_id, message_timestamp=0)
-    broker.results_backend.store_failure(
-        message, {"type": "TaskRevoked", "msg": f"task {message_id} ({state.actor}) was revoked", "traceback": ""},
-        ttl_ms, force=True)
-    states.write_state(client, namespace, message_id, ttl_ms, state=states.REVOKED, revoked_at=time.time())
+    text = f"task {message_id} ({state.actor}) was revoked"
+    broker.results_backend.store_failure(message, {"type": "TaskRevoked", "msg": text, "traceback": ""}, ttl_ms,
+                                         force=True)
+    states.write_state(client, namespace, message_id, ttl_ms, mode="force", state=states.REVOKED,
+                       revoked_at=time.time(), error=f"TaskRevoked: {text}")
     if state.state == states.RUNNING and terminate and state.details.get("worker"):
         send_command(client, namespace, state.details["worker"], {"cmd": "terminate", "message_id": message_id})
         return RevokeOutcome(message_id, "terminating", state.state, "the worker running it was told to kill it")

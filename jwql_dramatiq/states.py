@@ -1,11 +1,18 @@
 """Task states kept in Redis: queued, scheduled, running, succeeded, failed, purged, revoked.
 
-A middleware records each change with one pipelined round trip (HSET + PEXPIRE + ZADD):
+A middleware records each change in one round trip (the ``task_state.lua`` script):
 
 - ``<ns>:task:<message_id>``: a hash with ``state``, ``actor``, ``queue``, ``updated_at`` and,
-  as they become known, ``enqueued_at``, ``eta``, ``started_at``, ``finished_at``, ``host``,
-  ``worker``, ``pid`` and ``error``; it expires with the results (``result_ttl_s``).
-- ``<ns>:tasks``: a sorted set of message ids scored by their last change, for listings.
+  as they become known, ``enqueued_at``, ``eta``, ``redis_id``, ``started_at``, ``finished_at``,
+  ``host``, ``worker``, ``pid`` and ``error``; it expires with the results (``result_ttl_s``).
+- ``<ns>:tasks``: a sorted set of message ids scored by their last change, for listings
+  (trimmed to :data:`INDEX_MAX` entries).
+
+The script never moves a task out of a final state (a revoked task that goes on running does
+not become "succeeded"; a purged delayed message re-enqueued by a worker does not become
+"queued"), and a sender's "queued" never overwrites the worker's "running" of the same enqueue.
+A failure is recorded when Dramatiq rejects the message (``after_nack``), so a message that
+will be retried goes from "running" to "scheduled", never through "failed".
 
 Monitor code asks :func:`get_task_state`; the CLI's ``tasks`` command lists :func:`list_tasks`.
 """
@@ -14,7 +21,7 @@ from __future__ import annotations
 
 import json
 import os
-import socket
+import threading
 import time
 from dataclasses import dataclass, field
 from typing import Any
@@ -23,13 +30,23 @@ import redis
 from dramatiq.common import q_name
 from dramatiq.middleware import Middleware
 
+from .control import worker_hostname
+from .scripts import lua_source
+
 #: The states a task goes through.
 QUEUED, SCHEDULED, RUNNING, SUCCEEDED, FAILED, PURGED, REVOKED = (
     "queued", "scheduled", "running", "succeeded", "failed", "purged", "revoked")
+#: Every state, in the order a task goes through them.
+ALL_STATES = (QUEUED, SCHEDULED, RUNNING, SUCCEEDED, FAILED, PURGED, REVOKED)
 #: States after which a task never changes again.
 FINAL_STATES = frozenset({SUCCEEDED, FAILED, PURGED, REVOKED})
 #: Most entries kept in the listing index.
 INDEX_MAX = 10_000
+#: Write modes of :func:`write_state`.
+MODES = ("guard", "enqueue", "force")
+
+_script_lock = threading.Lock()
+_script: Any = None
 
 
 def task_key(namespace: str, message_id: str) -> str:
@@ -42,9 +59,13 @@ def index_key(namespace: str) -> str:
     return f"{namespace}:tasks"
 
 
+def _encode(value: Any) -> str | int | float:
+    return value if isinstance(value, (str, int, float)) else json.dumps(value)
+
+
 def write_state(client: redis.Redis, namespace: str, message_id: str, ttl_ms: int,
-                also: tuple[str, dict[str, Any]] | None = None, **fields: Any) -> None:
-    """Record a state change in one pipelined round trip.
+                also: tuple[str, dict[str, Any]] | None = None, mode: str = "guard", **fields: Any) -> bool:
+    """Record a state change in one round trip.
 
     Parameters
     ----------
@@ -52,28 +73,46 @@ def write_state(client: redis.Redis, namespace: str, message_id: str, ttl_ms: in
     namespace : str
     message_id : str
     ttl_ms : int
-        How long the record is kept.
+        How long the record is kept, in milliseconds.
     also : (key, fields), optional
-        Another hash to update in the same round trip (the worker's own record).
+        Another hash to update in the same round trip (the worker's own record); written even
+        when the task's change is refused.
+    mode : {"guard", "enqueue", "force"}
+        ``guard`` refuses to change a task in a final state; ``enqueue`` also refuses when the
+        task already runs the same Redis message (``redis_id``); ``force`` always writes.
     **fields
         Hash fields; ``state`` among them. None values are left out.
+
+    Returns
+    -------
+    bool
+        Whether the task's record was written.
+
+    Raises
+    ------
+    ValueError
+        For an unknown ``mode``.
+    redis.RedisError
+        As raised by the client.
     """
-    now = time.time()
-    mapping = {k: (v if isinstance(v, (str, int, float)) else json.dumps(v)) for k, v in fields.items() if v is not None}
-    mapping["updated_at"] = now
-    key = task_key(namespace, message_id)
-    with client.pipeline(transaction=False) as pipe:
-        pipe.hset(key, mapping=mapping)
-        pipe.pexpire(key, ttl_ms)
-        pipe.zadd(index_key(namespace), {message_id: now})
-        if also is not None and also[1]:
-            pipe.hset(also[0], mapping=also[1])
-        pipe.execute()
+    global _script
+    if mode not in MODES:
+        raise ValueError(f"mode must be one of {MODES}, got {mode!r}")
+    task_fields = [x for k, v in fields.items() if v is not None for x in (k, _encode(v))]
+    keys = [task_key(namespace, message_id), index_key(namespace)]
+    args: list[Any] = [message_id, time.time(), int(ttl_ms), INDEX_MAX, mode, len(task_fields) // 2, *task_fields]
+    if also is not None and also[1]:
+        keys.append(also[0])
+        args.extend(x for k, v in also[1].items() for x in (k, _encode(v)))
+    with _script_lock:
+        if _script is None:
+            _script = client.register_script(lua_source("task_state"))
+    return bool(_script(keys=keys, args=args, client=client))
 
 
 @dataclass(frozen=True)
 class TaskState:
-    """One task's recorded state (see the module docstring for the fields)."""
+    """One task's recorded state (see the module docstring for the fields in ``details``)."""
 
     message_id: str
     state: str
@@ -96,7 +135,8 @@ def _decode(message_id: str, raw: dict[bytes, bytes]) -> TaskState | None:
                      queue=data.pop("queue", ""), updated_at=float(data.pop("updated_at", 0) or 0), details=data)
 
 
-def get_task_state(message_id: str, client: redis.Redis | None = None, namespace: str | None = None) -> TaskState | None:
+def get_task_state(message_id: str, client: redis.Redis | None = None,
+                   namespace: str | None = None) -> TaskState | None:
     """Return the recorded state of ``message_id``, or None if none is recorded (or it expired).
 
     Parameters
@@ -106,21 +146,59 @@ def get_task_state(message_id: str, client: redis.Redis | None = None, namespace
         Defaults to the configured client.
     namespace : str, optional
         Defaults to the configured namespace.
+
+    Returns
+    -------
+    TaskState or None
     """
     client, namespace = _defaults(client, namespace)
     return _decode(message_id, client.hgetall(task_key(namespace, message_id)))
 
 
-def list_tasks(limit: int = 50, client: redis.Redis | None = None, namespace: str | None = None) -> list[TaskState]:
-    """Return the ``limit`` most recently changed tasks, newest first (expired ones dropped)."""
+def list_tasks(limit: int = 50, client: redis.Redis | None = None, namespace: str | None = None,
+               states: tuple[str, ...] | list[str] | None = None) -> list[TaskState]:
+    """Return the ``limit`` most recently changed tasks, newest first.
+
+    Parameters
+    ----------
+    limit : int
+        Most tasks returned.
+    client : redis.Redis, optional
+        Defaults to the configured client.
+    namespace : str, optional
+        Defaults to the configured namespace.
+    states : sequence of str, optional
+        Only tasks in one of these states.
+
+    Returns
+    -------
+    list of TaskState
+        Expired records are left out (and dropped from the index).
+    """
     client, namespace = _defaults(client, namespace)
-    ids = [i.decode() for i in client.zrevrange(index_key(namespace), 0, limit - 1)]
-    with client.pipeline(transaction=False) as pipe:
-        for message_id in ids:
-            pipe.hgetall(task_key(namespace, message_id))
-        raws = pipe.execute()
-    states = [_decode(i, raw) for i, raw in zip(ids, raws)]
-    return [s for s in states if s is not None]
+    wanted = set(states or ())
+    found: list[TaskState] = []
+    start, page = 0, max(limit, 100)
+    while len(found) < limit:
+        ids = [i.decode() for i in client.zrevrange(index_key(namespace), start, start + page - 1)]
+        if not ids:
+            break
+        with client.pipeline(transaction=False) as pipe:
+            for message_id in ids:
+                pipe.hgetall(task_key(namespace, message_id))
+            raws = pipe.execute()
+        expired = []
+        for message_id, raw in zip(ids, raws):
+            state = _decode(message_id, raw)
+            if state is None:
+                expired.append(message_id)
+            elif not wanted or state.state in wanted:
+                found.append(state)
+        if expired:
+            client.zrem(index_key(namespace), *expired)
+            start -= len(expired)
+        start += len(ids)
+    return found[:limit]
 
 
 def _defaults(client: redis.Redis | None, namespace: str | None) -> tuple[redis.Redis, str]:
@@ -141,41 +219,55 @@ class TaskStates(Middleware):
     namespace : str
         The key prefix.
     ttl_ms : int
-        How long records are kept; the same as results.
+        How long records are kept, in milliseconds; the same as results.
     """
 
     def __init__(self, namespace: str, ttl_ms: int) -> None:
         self.namespace = namespace
         self.ttl_ms = ttl_ms
-        self.host = socket.gethostname()
+        self.host = worker_hostname()
         #: The worker's :class:`~jwql_dramatiq.control.WorkerControl`, set when a worker boots.
         self.control = None
         self.tasks_done = 0
+        # Worker-record fields of a failed run, written with the nack or the retry's enqueue.
+        self._pending = threading.local()
 
-    def _write(self, broker, message, worker_fields: dict[str, Any] | None = None, **fields: Any) -> None:
+    def _write(self, broker, message, worker_fields: dict[str, Any] | None = None, mode: str = "guard",
+               **fields: Any) -> None:
         also = None
-        if self.control is not None and worker_fields is not None:
+        if self.control is not None and worker_fields:
             also = (self.control.key, worker_fields)
         try:
-            write_state(broker.client, self.namespace, message.message_id, self.ttl_ms, also=also,
+            write_state(broker.client, self.namespace, message.message_id, self.ttl_ms, also=also, mode=mode,
                         actor=message.actor_name, queue=q_name(message.queue_name), **fields)
         except redis.RedisError:  # states are advisory: never fail a task for them
             pass
 
+    def _take_pending(self, message) -> dict[str, Any] | None:
+        pending = getattr(self._pending, "value", None)
+        if pending is not None and pending[0] == message.message_id:
+            self._pending.value = None
+            return pending[1]
+        return None
+
     def after_enqueue(self, broker, message, delay) -> None:  # noqa: D102
         # A delayed message is enqueued twice: on its delay queue, then on its queue when due.
+        # A failed run that Retries sends again arrives here too, with its worker's fields pending.
         state = SCHEDULED if delay else QUEUED
-        self._write(broker, message, state=state, eta=message.options.get("eta") if delay else None,
+        self._write(broker, message, self._take_pending(message), mode="enqueue", state=state,
+                    eta=message.options.get("eta") if delay else None,
                     redis_id=message.options.get("redis_message_id"), enqueued_at=time.time())
 
     def before_process_message(self, broker, message) -> None:  # noqa: D102
         worker_fields = None
+        stale = getattr(self._pending, "value", None)  # a failed run neither nacked nor retried
+        self._pending.value = None
         if self.control is not None:
             self.control.current = {"message_id": message.message_id, "queue_name": message.queue_name,
                                     "redis_message_id": message.options.get("redis_message_id")}
-            worker_fields = self.control.record_fields(busy_with=message)
+            worker_fields = {**(stale[1] if stale else {}), **self.control.record_fields(busy_with=message)}
         self._write(broker, message, worker_fields, state=RUNNING, started_at=time.time(), host=self.host,
-                    worker=broker.broker_id, pid=os.getpid())
+                    worker=broker.broker_id, pid=os.getpid(), redis_id=message.options.get("redis_message_id"))
 
     def after_process_message(self, broker, message, *, result=None, exception=None) -> None:  # noqa: D102
         worker_fields = None
@@ -186,15 +278,18 @@ class TaskStates(Middleware):
         if exception is None:
             self._write(broker, message, worker_fields, state=SUCCEEDED, finished_at=time.time())
         else:
-            from .results import describe_exception
+            # Retries decides after this hook whether the message fails (after_nack) or runs again
+            # (after_enqueue): record the outcome there, with this worker's fields.
+            self._pending.value = (message.message_id, worker_fields or {})
 
+    def after_nack(self, broker, message) -> None:  # noqa: D102
+        from .results import describe_exception
+
+        exception = getattr(message, "_exception", None)
+        error = "message rejected"
+        state = FAILED
+        if exception is not None:
             exn = describe_exception(exception)
+            error = f"{exn['type']}: {exn['msg']}"
             state = REVOKED if exn["type"] == "TaskRevoked" else FAILED
-            self._write(broker, message, worker_fields, state=state, finished_at=time.time(),
-                        error=f"{exn['type']}: {exn['msg']}")
-
-    def after_skip_message(self, broker, message) -> None:  # noqa: D102
-        from .revoke import is_revoked
-
-        if is_revoked(broker.client, self.namespace, message.message_id):
-            self._write(broker, message, state=REVOKED, finished_at=time.time())
+        self._write(broker, message, self._take_pending(message), state=state, finished_at=time.time(), error=error)
