@@ -22,7 +22,7 @@ import sys
 from dramatiq.errors import BrokerConnectionError
 
 from . import registry
-from .errors import ConfigError, JwqlDramatiqError, RedisUnavailable
+from .errors import ConfigError, RedisUnavailable
 
 logger = logging.getLogger(__name__)
 
@@ -42,11 +42,15 @@ class WorkerRedisUnavailable(RedisUnavailable, BrokerConnectionError):
 
 
 class _OneLineErrors(logging.Filter):
-    """Print this package's start-up errors as one line instead of a screen of traceback."""
+    """Print a worker's start-up errors as one line instead of a screen of traceback.
+
+    Only the start-up errors: a task's failure keeps Dramatiq's own message, which names the
+    message id and the actor.
+    """
 
     def filter(self, record: logging.LogRecord) -> bool:
         exc = record.exc_info[1] if record.exc_info else None
-        if isinstance(exc, JwqlDramatiqError):
+        if isinstance(exc, (WorkerConfigError, WorkerRedisUnavailable)):
             record.msg, record.args = f"jwql-dramatiq: {exc}", ()
             record.exc_info, record.exc_text = None, None
         return True
@@ -72,6 +76,7 @@ def boot_worker() -> None:
     from .config import load_config
     from .connection import check_redis
     from .control import WorkerControl
+    from .sweeper import start_sweeper
 
     _install_one_line_errors()
     try:
@@ -118,6 +123,7 @@ def boot_worker() -> None:
     task_states(broker).control = control
     control.start()
     multiprocessing.util.Finalize(control, control.mark_stopped, exitpriority=20)
+    start_sweeper(broker)  # after the fork server is forked: the thread must not be inherited
     if EXECUTOR is not None and not EXECUTOR.wait_ready(READY_TIMEOUT_S):
         logger.warning("The fork server is not ready after %.0f s; tasks will wait for it.", READY_TIMEOUT_S)
     logger.info("jwql_dramatiq worker booted: queue %r on %s, max_tasks_per_child=%d.",
