@@ -127,3 +127,47 @@ def test_bad_input_gets_a_clear_error_and_the_worker_keeps_running(broker, pipel
     assert sorted(p.name for p in incoming.iterdir()) == sorted([UNCAL, "link_uncal.fits"] + [
         f"jw09999001001_01101_0000{i}_nrca1_uncal.fits" for i in (2, 3, 4)])  # inputs untouched, nothing lost
     assert [p for p in (tmp_path / "transfer" / "outgoing").glob("*")] == []
+
+
+MONITOR = """
+import sys
+from jwql_dramatiq import synthetic
+from jwql_dramatiq.shared_tasks import run_parallel_pipeline
+refs = synthetic.make_reference_files(sys.argv[1])
+print("sending", flush=True)
+run_parallel_pipeline(sys.argv[2:], "uncal", "rate", "nircam", step_args=synthetic.offline_step_overrides(refs, "cal"))
+"""
+
+
+def test_sigint_during_run_parallel_pipeline_leaves_nothing_behind(broker, pipeline_config, start_worker, tmp_path,
+                                                                    redis_client):
+    import signal
+    import subprocess
+    import sys
+
+    from jwql_dramatiq import states
+    from tests.conftest import REPO, wait_for
+
+    start_worker(pipeline_config)
+    data = tmp_path / "data"
+    files = [str(synthetic.make_uncal(data / f"jw09999001001_01101_0000{i}_nrca1_uncal.fits")) for i in range(1, 5)]
+    monitor = subprocess.Popen([sys.executable, "-c", MONITOR, str(tmp_path / "monitor-refs"), *files], cwd=REPO,
+                               env={**os.environ, "JWQL_DRAMATIQ_CONFIG": str(pipeline_config)},
+                               stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    try:
+        wait_for(lambda: len(states.list_tasks()) == 4 and any(t.state == states.RUNNING for t in states.list_tasks()),
+                 60, "all four sent and one running")
+        monitor.send_signal(signal.SIGINT)
+        output, _ = monitor.communicate(timeout=60)
+    finally:
+        monitor.kill()
+        monitor.wait()
+    assert "KeyboardInterrupt" in output
+    tasks = states.list_tasks()
+    assert len(tasks) == 4 and {t.state for t in tasks} <= {states.REVOKED, states.SUCCEEDED}
+    assert redis_client.llen(f"{broker.namespace}:{broker.jwql_config.queue_name}") == 0  # nothing left queued
+    assert list_locks() == []
+    # The running task's child is killed, so nothing it would have published appears later.
+    wait_for(lambda: all(t.state in states.FINAL_STATES for t in states.list_tasks()), 10, "every task to end")
+    assert transfer_files(tmp_path) == []
+    assert ping.send().get_result(block=True, timeout=10_000)["pid"] > 0
