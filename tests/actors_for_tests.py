@@ -83,3 +83,37 @@ def count_then_sleep_in_c(counter_key: str, seconds: float) -> int:
     runs = get_redis().incr(counter_key)
     ctypes.PyDLL(None).usleep(ctypes.c_uint(int(seconds * 1_000_000)))
     return int(runs)
+
+
+@actor
+def fail_after(seconds: float, text: str) -> None:
+    """Sleep ``seconds``, then raise ``ValueError(text)`` (a failure slow enough to be seen running)."""
+    time.sleep(seconds)
+    raise ValueError(text)
+
+
+@actor
+def write_product(directory: str, counter_key: str, task_id: str, duration_s: float) -> str:
+    """Count this execution in the Redis hash ``counter_key``, sleep, then publish ``<directory>/<task_id>.out`` once.
+
+    The product is written under a temporary name and hard-linked into place, so a second
+    execution of the same task (at-least-once delivery) never creates or replaces a product.
+    """
+    import tempfile
+
+    from jwql_dramatiq.connection import get_redis
+
+    get_redis().hincrby(counter_key, task_id, 1)
+    time.sleep(duration_s)
+    final = os.path.join(directory, f"{task_id}.out")
+    fd, tmp = tempfile.mkstemp(dir=directory, prefix=f".{task_id}.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "w") as f:
+            f.write(f"{task_id} written by pid {os.getpid()} on {socket.gethostname()}\n")
+        try:
+            os.link(tmp, final)
+        except FileExistsError:
+            logger.warning("write_product: %s already exists; this execution is a duplicate", final)
+    finally:
+        os.unlink(tmp)
+    return final

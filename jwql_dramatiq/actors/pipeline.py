@@ -24,9 +24,13 @@ cut-off worker may still finish its run. So a run never writes into ``outgoing/`
    if there is one; it publishes only if no newer run published anything for that name.
 
 While Redis cannot be reached, taking the lock and publishing wait for it (up to
-:data:`PUBLISH_REDIS_WAIT_S`, and always within the task's time limit) rather than guess or fail:
-a failure stored late would replace the result of the run that completed elsewhere meanwhile. A late run therefore neither overwrites
-nor duplicates products, and its result is the same as the run that published.
+:data:`PUBLISH_REDIS_WAIT_S`, and always within the task's time limit) rather than guess or
+fail: a failure stored late would replace the result of the run that completed elsewhere
+meanwhile. A late run therefore neither overwrites nor duplicates products, and its result is
+the same as that of the run that published.
+
+Staging directories of runs that were killed are removed by the next run of the same name once
+they are older than the time limit (no run can still be writing there).
 """
 
 from __future__ import annotations
@@ -44,7 +48,7 @@ from typing import Any, Callable
 
 import redis
 
-from ..errors import BadInput, LockError, PipelineError, RedisUnavailable
+from ..errors import BadInput, LockError, LockNotOwned, PipelineError, RedisUnavailable
 from ..registry import actor
 
 logger = logging.getLogger(__name__)
@@ -127,22 +131,27 @@ class _FencedJob:
     """One run's job lock, staging directory and fenced publish (see the module docstring)."""
 
     def __init__(self, actor_name: str, short_name: str, outgoing: Path) -> None:
-        from ..broker import get_config
-        from ..locks import lock
+        from ..broker import get_broker
 
-        config = get_config()
+        broker = get_broker()
+        config = broker.jwql_config
         self.config = config
         self.short_name = short_name
         self.outgoing = outgoing
         self.time_limit_s = config.time_limit_for(actor_name)
         self.deadline = time.monotonic() + self.time_limit_s
         self.message_id = _current_message_id()
-        self.lock = lock(JOB_LOCK_PREFIX + short_name, blocking_timeout=self.time_limit_s,
-                         raise_on_release_error=False)
-        self.client: redis.Redis = self.lock.client
-        self.namespace = self.lock.namespace
+        self.client: redis.Redis = broker.client
+        self.namespace = config.namespace
+        self.lock = self._new_lock(JOB_LOCK_PREFIX + short_name)
         self.first_fence: int | None = None
         self.staging: Path | None = None
+
+    def _new_lock(self, name: str):
+        from ..locks import lock
+
+        return lock(name, blocking_timeout=self.time_limit_s, raise_on_release_error=False, client=self.client,
+                    namespace=self.namespace)
 
     # -- life cycle ----------------------------------------------------------------------------
 
@@ -160,6 +169,8 @@ class _FencedJob:
         try:
             if self.lock.held:
                 self.lock.release()
+        except LockNotOwned:
+            logger.info("Job lock %r had lapsed before its release (this run was cut off from Redis)", self.lock.name)
         except (LockError, RedisUnavailable, redis.RedisError) as e:
             logger.warning("Job lock %r not released cleanly: %s", self.lock.name, e)
 
@@ -270,9 +281,7 @@ class _FencedJob:
                            "waiting for the job lock to see what was published", self.short_name,
                            self.lock.fencing_token, detail)
             self.release()
-            from ..locks import lock
-
-            self.lock = lock(self.lock.name, blocking_timeout=self.time_limit_s, raise_on_release_error=False)
+            self.lock = self._new_lock(self.lock.name)
             self._with_redis(self.acquire)
 
 
@@ -287,8 +296,9 @@ def _run_fenced(actor_name: str, input_file_name: str, short_name: str,
     try:
         done = job.already_published()
         if done is not None:
-            logger.warning("%s was already published by an earlier run of this message (fencing token %s on %s); "
-                           "not running it again", short_name, done.get("fence"), done.get("host"))
+            logger.warning("Not running %s: this message's products were already published by a run with fencing "
+                           "token %s on %s (a redelivery); returning that run's result", short_name, done.get("fence"),
+                           done.get("host"))
             return done["result"]
         staging = job.make_staging()
         try:
@@ -301,6 +311,7 @@ def _run_fenced(actor_name: str, input_file_name: str, short_name: str,
 
 
 def _max_cores() -> str:
+    """The configured starting ``maximum_cores`` of jump and ramp fitting (``max_cores``)."""
     from ..broker import get_config
 
     return get_config().max_cores
@@ -334,7 +345,8 @@ def run_calwebb_detector1(input_file_name: str, short_name: str, ext_or_exts, in
     _check_short_name(short_name)
 
     def in_staging(input_path, work_dir, staging):
-        return run(input_path, short_name, ext_or_exts, instrument, str(work_dir), str(staging), step_args=step_args)
+        return run(input_path, short_name, ext_or_exts, instrument, str(work_dir), str(staging), step_args=step_args,
+                   max_cores=_max_cores())
 
     return _run_fenced("run_calwebb_detector1", input_file_name, short_name, in_staging)
 
@@ -369,6 +381,6 @@ def calwebb_detector1_save_jump(input_file_name: str, instrument: str, ramp_fit:
 
     def in_staging(input_path, work_dir, staging):
         return run(input_path, instrument, str(work_dir), str(staging), ramp_fit=ramp_fit, save_fitopt=save_fitopt,
-                   step_args=step_args)
+                   step_args=step_args, max_cores=_max_cores())
 
     return _run_fenced("calwebb_detector1_save_jump", input_file_name, short_name, in_staging)

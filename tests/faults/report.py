@@ -1,0 +1,137 @@
+"""Turn the fault suite's figures into the tables of docs/reliability.md.
+
+    JWQL_DRAMATIQ_FAULT_REPORT=/tmp/faults.jsonl .venv/bin/pytest tests/faults -m faults -q
+    .venv/bin/python -m tests.faults.report /tmp/faults.jsonl > /tmp/tables.md
+
+Each test appends one JSON object per run (see ``record_figures`` in conftest.py); when a test
+ran several times, every run is kept and the table shows each figure's range over the runs.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+from collections import defaultdict
+from typing import Any
+
+#: test name prefix -> (fault, expected behaviour, figures to show as "label: key")
+FAULTS = [
+    ("test_killed_worker_message_completes_on_another_worker",
+     "Worker killed (`kill -9` of its process group) 0.5 s into a 3 s task; one other worker",
+     "The message is requeued by the survivor's sweeper within heartbeat_timeout_s + sweep_interval_s "
+     "+ idle_poll_ms (2 + 0.5 + 0.1 s here) and completes there",
+     [("redelivered after (s)", "redelivered_after_s"), ("bound (s)", "bound_s"),
+      ("result after (s)", "completed_after_s"), ("lost", "lost")]),
+    ("test_200_tasks_survive_a_kill_every_few_seconds",
+     "200 tasks on 3 workers, a busy worker `kill -9`'d every 2.5 s and replaced",
+     "Every task completes; executions >= 1 per task (duplicates counted); exactly one product per task",
+     [("kills", "kills"), ("completed", "completed"), ("executions", "executions"), ("duplicates", "duplicates"),
+      ("products", "products"), ("lost", "lost"), ("elapsed (s)", "elapsed_s")]),
+    ("test_redis_crash_restart_loses_nothing_and_everyone_reconnects",
+     "Redis SIGKILL'd mid-run (60 tasks, 2 workers, a monitor sending every 0.1 s) and restarted 1 s later "
+     "with AOF (`appendfsync always`)",
+     "No message or result lost; workers' heartbeats, control and sweeper threads and the monitor are back "
+     "within 5 s without restarts",
+     [("worker heartbeats back (s)", "worker_heartbeat_back_s"), ("monitor back (s)", "monitor_back_s"),
+      ("monitor sends refused while down", "monitor_failed_sends"), ("completed", "completed"),
+      ("duplicates", "duplicates"), ("products", "products"), ("lost", "lost")]),
+    ("test_partitioned_worker_job_completes_elsewhere_and_its_late_run_publishes_nothing",
+     "Network partition: the switch port of the host running a real Detector1 job taken down (5 hosts in "
+     "network namespaces), longer than the heartbeat timeout, then restored",
+     "The job completes on another host; the cut-off run's late completion neither overwrites nor duplicates "
+     "a product (fencing token); its lock is never shown alive once its lease lapsed",
+     [("redelivered after (s)", "redelivered_after_s"), ("completed elsewhere after (s)",
+                                                         "completed_elsewhere_after_s"),
+      ("partition (s)", "partition_s"), ("late run ended after heal (s)", "late_run_ended_after_heal_s"),
+      ("fencing tokens cut-off / winner", ("cut_off_fencing_token", "winner_fencing_token")),
+      ("products overwritten", "products_overwritten"), ("duplicated", "products_duplicated"),
+      ("stale lock shown alive", "stale_lock_shown_alive"), ("lost", "lost")]),
+]
+
+
+def _range(values: list[Any]) -> str:
+    if all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in values):
+        low, high = min(values), max(values)
+        return f"{low:g}" if low == high else f"{low:g}–{high:g}"
+    if all(isinstance(v, list) for v in values):
+        flat = [x for v in values for x in v]
+        return _range(flat) if flat else "–"
+    distinct = sorted({json.dumps(v) for v in values})
+    return ", ".join(distinct)
+
+
+def render(entries: list[dict[str, Any]]) -> str:
+    """Return the markdown tables for ``entries``."""
+    by_test: dict[str, list[dict[str, Any]]] = defaultdict(list)
+    for entry in entries:
+        by_test[entry["test"].split("[", 1)[0]].append(entry)
+    runs = max((len(v) for k, v in by_test.items() if k == "test_killed_worker_message_completes_on_another_worker"),
+               default=0)
+    lines = [f"Runs: {runs}.", "", "| fault | expected behaviour | measured |", "|---|---|---|"]
+    for test, fault, expected, shown in FAULTS:
+        found = by_test.get(test, [])
+        if not found:
+            lines.append(f"| {fault} | {expected} | not run (see the test's skip reason) |")
+            continue
+        parts = []
+        for label, key in shown:
+            if isinstance(key, tuple):
+                parts.append(f"{label}: " + " / ".join(_range([e[k] for e in found]) for k in key))
+            else:
+                parts.append(f"{label}: {_range([e[key] for e in found])}")
+        lines.append(f"| {fault} | {expected} | " + "; ".join(parts) + f" ({len(found)} run(s)) |")
+    lines += ["", "| bad input | what the caller got (type: message, abridged) | s to error | worker alive | lost |",
+              "|---|---|---|---|---|"]
+    for entry in _first_per_case(by_test.get("test_bad_input", [])):
+        seconds = _range([e["seconds_to_error"] for e in by_test["test_bad_input"] if e["case"] == entry["case"]])
+        lines.append(f"| {entry['case']} | `{_abridge(entry['error'])}` | {seconds} | yes | 0 |")
+    configs = by_test.get("test_bad_config_value_stops_the_worker_with_one_line", [])
+    for entry in _first_per_case(configs):
+        seconds = _range([e["seconds_to_exit"] for e in configs if e["case"] == entry["case"]])
+        lines.append(f"| {entry['case']} | exit code {entry['exit_code']}: `{_abridge(entry['error'].split('] ')[-1])}` "
+                     f"| {seconds} | (exits at start, as it should) | – |")
+    security = [e for k, v in by_test.items() if k.startswith("test_") and k in _SECURITY for e in v]
+    if security:
+        lines += ["", "| security check | measured |", "|---|---|"]
+        for entry in _first_per_case(security):
+            figures = {k: v for k, v in entry.items() if k not in ("test", "at", "case")}
+            lines.append(f"| {entry['case']} | " + ", ".join(f"{k}: {_abridge(str(v), 90)}" for k, v in figures.items())
+                         + " |")
+    return "\n".join(lines) + "\n"
+
+
+_SECURITY = {"test_acl_user_with_password_from_the_environment", "test_wrong_password_is_one_line_without_the_password",
+             "test_tls_with_acl_user", "test_pickled_payload_is_never_unpickled"}
+
+
+def _first_per_case(entries: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    seen: dict[str, dict[str, Any]] = {}
+    for entry in entries:
+        seen.setdefault(entry["case"], entry)
+    return list(seen.values())
+
+
+def _abridge(text: str, limit: int = 170) -> str:
+    import re
+
+    text = re.sub(r"/\.staging\.\S+?:", "/.staging.…:", text)
+    text = re.sub(r"/tmp/pytest-of-[^\s:'\"]*?/(transfer|incoming|outgoing)", r"…/\1", text)
+    text = re.sub(r"/tmp/pytest-of-\S+", "…", text)
+    text = re.sub(r"[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}", "<id>", text)
+    text = text.replace("|", "\\|").replace("`", "'")
+    return text if len(text) <= limit else text[: limit - 1] + "…"
+
+
+def main(argv: list[str]) -> int:
+    """Print the tables for the JSON-lines file ``argv[1]``."""
+    if len(argv) != 2:
+        print(__doc__, file=sys.stderr)
+        return 2
+    with open(argv[1], encoding="utf-8") as f:
+        entries = [json.loads(line) for line in f if line.strip()]
+    sys.stdout.write(render(entries))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv))
