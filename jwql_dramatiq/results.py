@@ -56,6 +56,10 @@ def describe_exception(exception: BaseException) -> dict[str, str]:
     return {"type": type(exception).__name__, "msg": str(exception), "traceback": tb}
 
 
+def _is_failure(payload: Any) -> bool:
+    return isinstance(payload, dict) and payload.get("__t") == _CANARY
+
+
 class JwqlResultsBackend(RedisBackend):
     """Dramatiq's Redis backend with tracebacks, bounded waits and clear connection errors.
 
@@ -94,12 +98,14 @@ class JwqlResultsBackend(RedisBackend):
         self._store_guarded(message, {"__t": _CANARY, "exn": exn}, ttl, force=force)
 
     def _store_guarded(self, message, payload: Any, ttl: int, force: bool) -> None:
-        # A revoked task's late result must not replace the "revoked" failure its waiter got.
+        # A revoked task's late result must not replace the "revoked" failure its waiter got, nor
+        # a duplicate run's late failure a success (store_result.lua).
         self._store_script(keys=[self.build_message_key(message), self.revoked_key],
-                           args=[message.message_id, self.encoder.encode(payload), ttl, "1" if force else "0"])
+                           args=[message.message_id, self.encoder.encode(payload), ttl, "1" if force else "0",
+                                 "1" if _is_failure(payload) else "0"])
 
     def unwrap_result(self, res: Any) -> Any:  # noqa: D102
-        if isinstance(res, dict) and res.get("__t") == _CANARY:
+        if _is_failure(res):
             exn = res["exn"]
             raise TaskResultFailure(exn["type"], exn["msg"], exn.get("traceback", ""))
         return res

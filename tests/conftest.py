@@ -115,7 +115,7 @@ def broker(make_config: Callable[..., Path]):
 @pytest.fixture
 def start_worker(tmp_path: Path) -> Iterator[Callable[..., WorkerProcess]]:
     """Start real workers for this test; every one is stopped and reaped at teardown."""
-    workers: list[Worker] = []
+    workers: list[WorkerProcess] = []
     counter = itertools.count()
 
     def start(config_path: Path, wait: bool = True, **kwargs: Any) -> WorkerProcess:
