@@ -79,7 +79,7 @@ class Config:
     def url(self) -> str:
         """The Redis URL, with credentials. Never log it: use :attr:`redis_address`."""
         if self.redis_url:
-            return self.redis_url
+            return _with_credentials(self.redis_url, self.redis_username, self.redis_password)
         auth = ""
         if self.redis_password is not None:
             auth = f"{quote(self.redis_username or '', safe='')}:{quote(self.redis_password, safe='')}@"
@@ -103,6 +103,16 @@ class Config:
     def time_limit_for(self, actor_name: str) -> float:
         """Return the hard time limit in seconds for ``actor_name`` (per-actor override, else default)."""
         return float(self.actor_time_limits_s.get(actor_name, self.time_limit_s))
+
+
+def _with_credentials(url: str, username: str | None, password: str | None) -> str:
+    """Put ``username``/``password`` into ``url`` unless it carries credentials of its own."""
+    parts = urlsplit(url)
+    if password is None or parts.password is not None or parts.scheme == "unix":
+        return url
+    user = quote(parts.username or username or "", safe="")
+    netloc = f"{user}:{quote(password, safe='')}@{parts.netloc.rpartition('@')[2]}"
+    return parts._replace(netloc=netloc).geturl()
 
 
 # key -> (accepted JSON types, converter, check) ; the check returns a problem string or None.

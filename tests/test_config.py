@@ -118,3 +118,11 @@ def test_importing_the_package_reads_no_config_and_opens_no_connection(tmp_path)
     out = subprocess.run([sys.executable, "-c", code], cwd=tmp_path, env=env, capture_output=True, text=True, timeout=60)
     assert out.returncode == 0, out.stderr
     assert out.stdout.strip() == "ok"
+
+
+def test_password_from_environment_joins_a_tls_url(tmp_path):
+    content = {"redis_url": "rediss://redis.example:6380/1?ssl_ca_certs=/etc/jwql/ca.crt", "redis_username": "jwql",
+               "transfer_dir": "/t"}
+    config = load_config(write(tmp_path, content), environ={"JWQL_DRAMATIQ_REDIS_PASSWORD": "p@ss word"})
+    assert config.url == "rediss://jwql:p%40ss%20word@redis.example:6380/1?ssl_ca_certs=/etc/jwql/ca.crt"
+    assert config.redis_address == "redis.example:6380" and "p@ss" not in repr(config)
