@@ -15,9 +15,10 @@ def main() -> None:
     apply_crds_environment(crds_path, offline_stub=True)
 
     from jwql_dramatiq.pipeline import run_calwebb_detector1
+    from jwql_dramatiq.pipeline.guard import resolve_max_cores
 
     run_calwebb_detector1(input_path, "jw09999001001_01101_00001_nrca1", "rate", "nircam", work_dir, output_dir,
-                          step_args=json.loads(step_args), max_cores=max_cores)
+                          step_args=json.loads(step_args), max_cores=resolve_max_cores(max_cores, input_path))
 
 
 if __name__ == "__main__":  # jump and ramp_fit start 'spawn' pools, which re-import this module

@@ -91,7 +91,7 @@ def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--jobs", type=int, default=5, help="jobs through this server")
     parser.add_argument("--celery-jobs", type=int, default=3, help="jobs through Celery (about 10 s each)")
-    parser.add_argument("--max-cores", nargs="+", default=["none", "all"],
+    parser.add_argument("--max-cores", nargs="+", default=["auto", "all"],
                         help="maximum_cores for jump and ramp fit, one pair of runs each ('none' is jwst's default)")
     args = parser.parse_args()
     with tempfile.TemporaryDirectory(prefix="bench-pipeline-") as tmp:

@@ -68,7 +68,7 @@ class Config:
     preload: tuple[str, ...] = ("jwst.pipeline",)
     actor_modules: tuple[str, ...] = ()
     maintenance_chance: int = 1000
-    max_cores: str = "all"
+    max_cores: str = "auto"
     crds_path: str | None = None
     crds_server_url: str | None = None
     crds_context: str | None = None
@@ -178,8 +178,8 @@ _SCHEMA: dict[str, tuple[tuple[type, ...], Any, Any]] = {
     "actor_modules": ((list,), tuple, lambda v: next((f"entry {m!r} is not a module name" for m in v
                                                       if not isinstance(m, str) or not m.replace(".", "_").isidentifier()), None)),
     "maintenance_chance": ((int,), int, lambda v: None if 0 <= v <= 1_000_000 else "must be between 0 and 1000000"),
-    "max_cores": ((str, int), str, lambda v: None if v in ("none", "quarter", "half", "all") or v.isdigit()
-                  else "must be 'none', 'quarter', 'half', 'all' or a whole number"),
+    "max_cores": ((str, int), str, lambda v: None if v in ("auto", "none", "quarter", "half", "all") or v.isdigit()
+                  else "must be 'auto', 'none', 'quarter', 'half', 'all' or a whole number"),
     "crds_path": _OPT_STR,
     "crds_server_url": _OPT_STR,
     "crds_context": _OPT_STR,

@@ -570,3 +570,20 @@ def test_warm_up_runs_and_leaves_nothing(tmp_path: Path) -> None:
     seconds = warm_up(tmp_path)
     assert 0 < seconds < 120
     assert listing(tmp_path) == []
+
+
+@pytest.mark.timeout(30)
+def test_auto_max_cores_is_none_for_subarrays_and_all_for_full_frames(tmp_path):
+    import numpy as np
+    from astropy.io import fits
+
+    from jwql_dramatiq.pipeline.guard import resolve_max_cores
+
+    small = tmp_path / "small.fits"
+    fits.HDUList([fits.PrimaryHDU(), fits.ImageHDU(np.zeros((1, 1, 64, 64), np.uint16), name="SCI")]).writeto(small)
+    large = tmp_path / "large.fits"
+    fits.HDUList([fits.PrimaryHDU(), fits.ImageHDU(np.zeros((2048, 2048), np.uint8), name="SCI")]).writeto(large)
+    assert resolve_max_cores("auto", small) == "none"
+    assert resolve_max_cores("auto", large) == "all"
+    assert resolve_max_cores("half", small) == "half"
+    assert resolve_max_cores("auto", tmp_path / "missing.fits") == "none"

@@ -310,11 +310,12 @@ def _run_fenced(actor_name: str, input_file_name: str, short_name: str,
         job.release()
 
 
-def _max_cores() -> str:
-    """The configured starting ``maximum_cores`` of jump and ramp fitting (``max_cores``)."""
+def _max_cores(input_path) -> str:
+    """The starting ``maximum_cores`` for this input, from the config's ``max_cores``."""
     from ..broker import get_config
+    from ..pipeline.guard import resolve_max_cores
 
-    return get_config().max_cores
+    return resolve_max_cores(get_config().max_cores, input_path)
 
 
 @actor(actor_name="run_calwebb_detector1")
@@ -346,7 +347,7 @@ def run_calwebb_detector1(input_file_name: str, short_name: str, ext_or_exts, in
 
     def in_staging(input_path, work_dir, staging):
         return run(input_path, short_name, ext_or_exts, instrument, str(work_dir), str(staging), step_args=step_args,
-                   max_cores=_max_cores())
+                   max_cores=_max_cores(input_path))
 
     return _run_fenced("run_calwebb_detector1", input_file_name, short_name, in_staging)
 
@@ -381,6 +382,6 @@ def calwebb_detector1_save_jump(input_file_name: str, instrument: str, ramp_fit:
 
     def in_staging(input_path, work_dir, staging):
         return run(input_path, instrument, str(work_dir), str(staging), ramp_fit=ramp_fit, save_fitopt=save_fitopt,
-                   step_args=step_args, max_cores=_max_cores())
+                   step_args=step_args, max_cores=_max_cores(input_path))
 
     return _run_fenced("calwebb_detector1_save_jump", input_file_name, short_name, in_staging)

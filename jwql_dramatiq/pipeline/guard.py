@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import errno
 import logging
+import os
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from typing import TypeVar
@@ -199,3 +200,26 @@ def run_with_core_backoff(run: Callable[[str], _T], max_cores: str, what: str) -
                 raise PipelineError(f"{what}: out of memory even with maximum_cores={current!r}") from e
             logger.warning("%s ran out of memory with maximum_cores=%r; retrying with %r", what, current, smaller)
             current = smaller
+
+
+#: Frames of at least this many pixels use every core for jump and ramp fitting under ``auto``.
+AUTO_ALL_CORES_PIXELS = 1024 * 1024
+
+
+def resolve_max_cores(max_cores: str, input_path: str | os.PathLike[str]) -> str:
+    """Turn the config's ``max_cores`` into a ``maximum_cores`` value for this input.
+
+    ``auto`` is ``none`` for frames smaller than 1024x1024 pixels and ``all`` above: stcal's
+    process pools start fresh interpreters (about 1 s), which only pays off on large frames.
+    Any other value is returned as it is.
+    """
+    if max_cores != "auto":
+        return max_cores
+    try:
+        from astropy.io import fits
+
+        header = fits.getheader(input_path, "SCI")
+        pixels = int(header.get("NAXIS1", 0)) * int(header.get("NAXIS2", 0))
+    except (OSError, KeyError, ValueError):
+        return "none"  # a bad file is reported by the pipeline itself
+    return "all" if pixels >= AUTO_ALL_CORES_PIXELS else "none"
