@@ -90,17 +90,21 @@ class _WorkerDefaults(Middleware):
         worker.delay_prefetch = max(worker.delay_prefetch, 1)
 
 
-def build_broker(config: Config) -> JwqlRedisBroker:
+def build_broker(config: Config, declare_actors: bool = True) -> JwqlRedisBroker:
     """Build (but do not install) the broker and results backend for ``config``.
 
     Parameters
     ----------
     config : Config
+    declare_actors : bool
+        Bind every registered actor to this broker (what workers and monitors need). The
+        operator CLI passes False: it only reads and edits queues, and must leave the actors
+        of the process it runs in bound to their own broker.
 
     Returns
     -------
     JwqlRedisBroker
-        With every registered actor declared on it. No connection is opened.
+        No connection is opened.
     """
     from .connection import make_redis
 
@@ -136,7 +140,10 @@ def build_broker(config: Config) -> JwqlRedisBroker:
         middleware=middleware,
     )
     broker.results_backend = backend
-    registry.declare_all(broker, config.queue_name)
+    if declare_actors:
+        registry.declare_all(broker, config.queue_name)
+    else:
+        broker.declare_queue(config.queue_name)
     return broker
 
 

@@ -103,16 +103,10 @@ class Context:
         in a monitor or a test changes nothing there).
         """
         if self._broker is None:
-            from .. import registry
             from ..broker import build_broker
             from ..connection import check_redis
 
-            saved = {name: deferred._actor for name, deferred in registry.REGISTRY.items()}
-            try:
-                broker = build_broker(self.config)
-            finally:
-                for name, actor in saved.items():
-                    registry.REGISTRY[name]._actor = actor
+            broker = build_broker(self.config, declare_actors=False)
             try:
                 check_redis(broker.client, self.config.redis_address)
             except RedisUnavailable:

@@ -194,7 +194,8 @@ def run_child(sock: socket.socket, max_tasks: int) -> int:
     root = logging.getLogger()
     for handler in list(root.handlers):
         root.removeHandler(handler)
-    root.addHandler(_TaskLogHandler(sock))
+    log_handler = _TaskLogHandler(sock)
+    root.addHandler(log_handler)
     sys.stdout.flush()
     done = 0
     while max_tasks <= 0 or done < max_tasks:
@@ -211,6 +212,7 @@ def run_child(sock: socket.socket, max_tasks: int) -> int:
         except BaseException as e:  # noqa: B036 - SystemExit from CRDS must become a failure result
             reply = ("error", describe_exception(e))
         stats = {"elapsed_s": round(time.monotonic() - started, 4), "peak_rss_mib": _peak_rss_mib()}
-        protocol.send_frame(sock, (*reply, stats))
+        with log_handler.lock:  # a log line from another thread (a lock renewer) must not split the reply
+            protocol.send_frame(sock, (*reply, stats))
         done += 1
     return 0
