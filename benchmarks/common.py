@@ -8,6 +8,8 @@ import statistics
 import subprocess
 import sys
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any, Callable
 
@@ -78,3 +80,34 @@ def print_table(title: str, header: list[str], rows: list[list[Any]]) -> None:
     print("|" + "---|" * len(header))
     for row in rows:
         print("| " + " | ".join(f"{c:.1f}" if isinstance(c, float) else str(c) for c in row) + " |")
+
+
+#: The original JWQL worker's Celery flags (from its runbook), less -D (detach) and -E (events).
+CELERY_ORIGINAL_FLAGS = ["-c1", "-Ofair", "--max-tasks-per-child=1", "--prefetch-multiplier", "1"]
+
+
+@contextmanager
+def running(argv: list[str], log: Path, env: dict[str, str], ready_text: str, timeout_s: float) -> Iterator[None]:
+    """Run ``argv`` until the block ends, once ``ready_text`` shows in its log; always reap it."""
+    from jwql_dramatiq.embedded import poll_until
+
+    proc = start_process(argv, log, env)
+    try:
+        if not poll_until(lambda: ready_text in log.read_text(errors="replace"), timeout_s, 0.05):
+            raise SystemExit(f"{' '.join(argv[:3])} did not start:\n{log.read_text(errors='replace')}")
+        yield
+    finally:
+        stop_process(proc)
+
+
+def celery_worker(url: str, log: Path) -> Any:
+    """The original's Celery worker (``benchmarks.celery_app``) on ``url``, as a context manager."""
+    argv = [str(BIN / "celery"), "-A", "benchmarks.celery_app", "worker", *CELERY_ORIGINAL_FLAGS, "--loglevel", "INFO",
+            "--without-gossip", "--without-mingle", "--without-heartbeat"]
+    return running(argv, log, {"BENCH_REDIS_URL": url}, "ready.", 180)
+
+
+def jwql_worker(config: Path, log: Path) -> Any:
+    """A ``dramatiq jwql_dramatiq.actors -p1 -t1`` worker for ``config``, as a context manager."""
+    argv = [str(BIN / "dramatiq"), "jwql_dramatiq.actors", "-p1", "-t1"]
+    return running(argv, log, {"JWQL_DRAMATIQ_CONFIG": str(config)}, "ready for action", 300)

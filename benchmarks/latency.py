@@ -16,21 +16,16 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from benchmarks.common import BIN, measure_latency, print_table, start_process, stop_process, summarize_ms, write_config  # noqa: E402
-from jwql_dramatiq.embedded import RedisServer, poll_until  # noqa: E402
+from benchmarks.common import BIN, measure_latency, print_table, running, summarize_ms, write_config  # noqa: E402
+from jwql_dramatiq.embedded import RedisServer  # noqa: E402
 
 
-def run_variant(name, argv, env, log, send_and_wait, count, idle_count):
-    proc = start_process(argv, log, env)
-    try:
-        if not poll_until(lambda: "ready for action" in log.read_text(errors="replace"), 120, 0.05):
-            raise SystemExit(f"{name}: worker did not start:\n{log.read_text()}")
+def run_variant(argv, env, log, send_and_wait, count, idle_count):
+    with running(argv, log, env, "ready for action", 300):
         measure_latency(send_and_wait, 5)  # warm the connections and the first child
         hot = summarize_ms(measure_latency(send_and_wait, count))
         idle = summarize_ms(measure_latency(send_and_wait, idle_count, idle_s=2.0))
         return hot, idle
-    finally:
-        stop_process(proc)
 
 
 def main() -> int:
@@ -49,7 +44,7 @@ def main() -> int:
             from benchmarks import plain_dramatiq_app as plain
 
             hot, idle = run_variant(
-                "dramatiq defaults", [str(BIN / "dramatiq"), "benchmarks.plain_dramatiq_app", "-p1", "-t1"],
+                [str(BIN / "dramatiq"), "benchmarks.plain_dramatiq_app", "-p1", "-t1"],
                 {"BENCH_REDIS_URL": server.url(1)}, root / "plain.log",
                 lambda: plain.plain_ping.send().get_result(block=True, timeout=10_000), args.count, args.idle_count)
             rows.append(["Dramatiq defaults (in-process)", hot, idle])
@@ -67,7 +62,7 @@ def main() -> int:
                 config = write_config(root / f"config{i}.json", server.url(2 + i), root, **overrides)
                 broker = setup_broker(load_config(config))
                 hot, idle = run_variant(
-                    name, [str(BIN / "dramatiq"), "jwql_dramatiq.actors", "-p1", "-t1"],
+                    [str(BIN / "dramatiq"), "jwql_dramatiq.actors", "-p1", "-t1"],
                     {"JWQL_DRAMATIQ_CONFIG": str(config)}, root / f"jwql{i}.log",
                     lambda: ping.send().get_result(block=True, timeout=10_000), args.count, args.idle_count)
                 broker.close()

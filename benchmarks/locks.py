@@ -19,19 +19,18 @@ import argparse
 import multiprocessing
 import os
 import random
-import shutil
-import socket
 import statistics
-import subprocess
 import sys
 import tempfile
 import time
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any
 
 import redis
 import redis_lock
 
+from jwql_dramatiq.embedded import RedisServer
 from jwql_dramatiq.locks import lock as jd_lock
 
 NAMESPACE = "bench"
@@ -39,61 +38,6 @@ NAMESPACE = "bench"
 #: at least the first value, plus a random part as long as redis-py's 0.1 s retry sleep, so a polling
 #: lock's hand-off is sampled over its whole poll period rather than at one phase of it.
 WAITER_SETTLE_S = (0.01, 0.1)
-
-
-# -- a private redis-server ---------------------------------------------------------------------------------
-
-
-def free_port() -> int:
-    """Return a TCP port on 127.0.0.1 that nothing listens on right now."""
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
-class PrivateRedis:
-    """A throw-away ``redis-server`` on a free port (no persistence), stopped and reaped by :meth:`stop`."""
-
-    def __init__(self) -> None:
-        binary = shutil.which("redis-server")
-        if binary is None:
-            sys.exit("redis-server is not on the PATH")
-        self.dir = tempfile.mkdtemp(prefix="jd-lock-bench-")
-        self.port = free_port()
-        self.proc = subprocess.Popen(
-            [binary, "--port", str(self.port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no",
-             "--dir", self.dir],
-            stdout=subprocess.DEVNULL,
-            stderr=subprocess.STDOUT,
-        )
-        client = self.client()
-        deadline = time.monotonic() + 10
-        while True:
-            try:
-                client.ping()
-                break
-            except redis.ConnectionError:
-                if time.monotonic() > deadline or self.proc.poll() is not None:
-                    self.stop()
-                    sys.exit("redis-server did not start")
-                time.sleep(0.02)
-        self.version = client.info("server")["redis_version"]
-        client.close()
-
-    def client(self) -> redis.Redis:
-        """Return a new client on this server."""
-        return redis.Redis(host="127.0.0.1", port=self.port)
-
-    def stop(self) -> None:
-        """Stop the server, reap it and remove its directory."""
-        if self.proc.poll() is None:
-            self.proc.terminate()
-            try:
-                self.proc.wait(10)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait()
-        shutil.rmtree(self.dir, ignore_errors=True)
 
 
 # -- the implementations ------------------------------------------------------------------------------------
@@ -120,7 +64,7 @@ def cycles_per_s(lk: Any, cycles: int) -> float:
     return cycles / (time.perf_counter() - t0)
 
 
-def measure_throughput(server: PrivateRedis, cycles: int, repeats: int) -> dict[str, float]:
+def measure_throughput(server: RedisServer, cycles: int, repeats: int) -> dict[str, float]:
     """Median uncontended cycles/s of each implementation, interleaving the repeats."""
     client = server.client()
     objects = {name: make(client, "uncontended") for name, make in IMPLEMENTATIONS.items()}
@@ -146,7 +90,7 @@ def _waiter(port: int, impl: str, name: str, conn: Any) -> None:
     os._exit(0)
 
 
-def measure_handoff(server: PrivateRedis, impl: str, rounds: int) -> list[float]:
+def measure_handoff(server: RedisServer, impl: str, rounds: int) -> list[float]:
     """Hand-off latencies (ms) from the holder's release to a waiting process's acquire."""
     ctx = multiprocessing.get_context("fork")
     parent_end, child_end = ctx.Pipe()
@@ -190,15 +134,13 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--rounds", type=int, default=60, help="hand-off rounds per implementation")
     args = parser.parse_args(argv)
 
-    server = PrivateRedis()
-    try:
+    with tempfile.TemporaryDirectory(prefix="jd-lock-bench-") as tmp, RedisServer(Path(tmp)) as server:
+        version = server.client().info("server")["redis_version"]
         throughput = measure_throughput(server, args.cycles, args.repeats)
         handoff = {impl: measure_handoff(server, impl, args.rounds) for impl in IMPLEMENTATIONS}
-    finally:
-        server.stop()
 
     base = throughput[BASELINE]
-    print(f"Redis lock benchmark: redis-server {server.version} on 127.0.0.1 (TCP), Python {sys.version.split()[0]}, "
+    print(f"Redis lock benchmark: redis-server {version} on 127.0.0.1 (TCP), Python {sys.version.split()[0]}, "
           f"redis-py {redis.__version__}, python-redis-lock {redis_lock.__version__}, {os.cpu_count()} CPUs")
     print(f"uncontended: {args.cycles} cycles x {args.repeats} runs (median); "
           f"hand-off: {args.rounds} rounds, waiter in another process\n")

@@ -23,9 +23,9 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from benchmarks.common import BIN, print_table, start_process, stop_process, summarize_ms, write_config  # noqa: E402
+from benchmarks.common import celery_worker, jwql_worker, print_table, summarize_ms, write_config  # noqa: E402
 from jwql_dramatiq import synthetic  # noqa: E402
-from jwql_dramatiq.embedded import RedisServer, poll_until  # noqa: E402
+from jwql_dramatiq.embedded import RedisServer  # noqa: E402
 
 UNCAL = "jw09999001001_01101_00001_nrca1_uncal.fits"
 
@@ -42,34 +42,23 @@ def bench_jwql(url, root, uncal, refs, jobs, max_cores):
     incoming.mkdir(parents=True, exist_ok=True)
     shutil.copy(uncal, incoming / UNCAL)
     log = root / f"jwql-{max_cores}.log"
-    proc = start_process([str(BIN / "dramatiq"), "jwql_dramatiq.actors", "-p1", "-t1"], log,
-                         {"JWQL_DRAMATIQ_CONFIG": str(config)})
+    step_args = synthetic.offline_step_overrides(refs, "cal")
+    samples = []
     try:
-        if not poll_until(lambda: "ready for action" in log.read_text(errors="replace"), 300, 0.1):
-            raise SystemExit(f"worker did not start:\n{log.read_text()}")
-        step_args = synthetic.offline_step_overrides(refs, "cal")
-        samples = []
-        for _ in range(jobs):
-            started = time.perf_counter()
-            run_calwebb_detector1.send(UNCAL, "jw09999001001_01101_00001_nrca1", "rate", "nircam",
-                                       step_args).get_result(block=True, timeout=120_000)
-            samples.append(time.perf_counter() - started)
-        peaks = [float(m) for m in re.findall(r"peak RSS ([\d.]+) MiB", log.read_text(errors="replace"))]
-        return samples, peaks[-jobs:]
+        with jwql_worker(config, log):
+            for _ in range(jobs):
+                started = time.perf_counter()
+                run_calwebb_detector1.send(UNCAL, "jw09999001001_01101_00001_nrca1", "rate", "nircam",
+                                           step_args).get_result(block=True, timeout=120_000)
+                samples.append(time.perf_counter() - started)
     finally:
-        stop_process(proc)
         broker.close()
+    peaks = [float(m) for m in re.findall(r"peak RSS ([\d.]+) MiB", log.read_text(errors="replace"))]
+    return samples, peaks[-jobs:]
 
 
 def bench_celery(url, root, uncal, refs, jobs, max_cores):
-    env = {"BENCH_REDIS_URL": url}
-    log = root / "celery.log"
-    proc = start_process([str(BIN / "celery"), "-A", "benchmarks.celery_app", "worker", "-c1", "-Ofair",
-                          "--max-tasks-per-child=1", "--prefetch-multiplier", "1", "--loglevel", "INFO",
-                          "--without-gossip", "--without-mingle", "--without-heartbeat"], log, env)
-    try:
-        if not poll_until(lambda: "ready." in log.read_text(errors="replace"), 180, 0.1):
-            raise SystemExit(f"celery did not start:\n{log.read_text()}")
+    with celery_worker(url, root / "celery.log"):
         os.environ["BENCH_REDIS_URL"] = url
         os.environ["BENCH_CELERY_IMPORT_JWST"] = "0"
         from benchmarks.celery_app import run_pipeline_subprocess
@@ -83,8 +72,6 @@ def bench_celery(url, root, uncal, refs, jobs, max_cores):
                                           step_args, max_cores).get(timeout=300)
             samples.append(time.perf_counter() - started)
         return samples
-    finally:
-        stop_process(proc)
 
 
 def main() -> int:

@@ -24,8 +24,8 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from benchmarks.common import BIN, measure_latency, print_table, start_process, stop_process, summarize_ms, write_config  # noqa: E402
-from jwql_dramatiq.embedded import RedisServer, poll_until  # noqa: E402
+from benchmarks.common import celery_worker, jwql_worker, measure_latency, print_table, summarize_ms, write_config  # noqa: E402
+from jwql_dramatiq.embedded import RedisServer  # noqa: E402
 
 
 def drain(send, wait, count):
@@ -54,14 +54,7 @@ def fork_floor(samples=30):
 
 
 def bench_celery(url, root, tasks, latency_samples):
-    env = {"BENCH_REDIS_URL": url}
-    log = root / "celery.log"
-    proc = start_process([str(BIN / "celery"), "-A", "benchmarks.celery_app", "worker", "-c1", "-Ofair",
-                          "--max-tasks-per-child=1", "--prefetch-multiplier", "1", "--loglevel", "INFO",
-                          "--without-gossip", "--without-mingle", "--without-heartbeat"], log, env)
-    try:
-        if not poll_until(lambda: "ready." in log.read_text(errors="replace"), 180, 0.1):
-            raise SystemExit(f"celery did not start:\n{log.read_text()}")
+    with celery_worker(url, root / "celery.log"):
         os.environ["BENCH_REDIS_URL"] = url
         os.environ["BENCH_CELERY_IMPORT_JWST"] = "0"  # the client side need not import jwst
         from benchmarks.celery_app import noop
@@ -70,8 +63,6 @@ def bench_celery(url, root, tasks, latency_samples):
         latency = summarize_ms(measure_latency(lambda: noop.delay().get(timeout=60), latency_samples))
         rate = drain(noop.delay, lambda r: r.get(timeout=120), tasks)
         return rate, latency
-    finally:
-        stop_process(proc)
 
 
 def bench_jwql(url, root, name, tasks, **overrides):
@@ -81,20 +72,20 @@ def bench_jwql(url, root, name, tasks, **overrides):
 
     config = write_config(root / f"{name}.json", url, root, **overrides)
     broker = setup_broker(load_config(config))
-    log = root / f"{name}.log"
-    proc = start_process([str(BIN / "dramatiq"), "jwql_dramatiq.actors", "-p1", "-t1"], log,
-                         {"JWQL_DRAMATIQ_CONFIG": str(config)})
     try:
-        if not poll_until(lambda: "ready for action" in log.read_text(errors="replace"), 300, 0.1):
-            raise SystemExit(f"{name}: worker did not start:\n{log.read_text()}")
-        wait = lambda m: m.get_result(block=True, timeout=60_000)  # noqa: E731
-        measure_latency(lambda: wait(ping.send()), 5)
-        latency = summarize_ms(measure_latency(lambda: wait(ping.send()), 50))
-        rate = drain(ping.send, wait, tasks)
-        return rate, latency
+        with jwql_worker(config, root / f"{name}.log"):
+            return _measure_pings(ping, tasks)
     finally:
-        stop_process(proc)
         broker.close()
+
+
+def _measure_pings(ping, tasks):
+    """Warm up, then 50 send->result samples and a drain of ``tasks`` pings."""
+    wait = lambda m: m.get_result(block=True, timeout=60_000)  # noqa: E731
+    measure_latency(lambda: wait(ping.send()), 5)
+    latency = summarize_ms(measure_latency(lambda: wait(ping.send()), 50))
+    rate = drain(ping.send, wait, tasks)
+    return rate, latency
 
 
 def main() -> int:

@@ -93,6 +93,10 @@ class RedisServer:
         """The URL of database ``db`` on this server."""
         return f"redis://{self.host}:{self.port}/{db}"
 
+    def client(self, db: int = 0) -> redis.Redis:
+        """A new client on database ``db`` of this server."""
+        return redis.Redis(host=self.host, port=self.port, db=db)
+
     def __enter__(self) -> "RedisServer":
         return self.start()
 

@@ -41,6 +41,7 @@ from jwql_dramatiq.locks import (
     locks,
     only_one,
 )
+from tests.conftest import wait_for
 
 NS = "jdtest"
 REPO = Path(__file__).resolve().parent.parent
@@ -48,18 +49,6 @@ FORK = multiprocessing.get_context("fork")
 
 
 # -- helpers --------------------------------------------------------------------------------------------
-
-
-def poll(predicate: Callable[[], Any], timeout_s: float, what: str, interval_s: float = 0.01) -> Any:
-    """Return predicate()'s first truthy value; fail the test after ``timeout_s``."""
-    deadline = time.monotonic() + timeout_s
-    while True:
-        value = predicate()
-        if value:
-            return value
-        if time.monotonic() > deadline:
-            pytest.fail(f"timed out after {timeout_s} s waiting for {what}")
-        time.sleep(interval_s)
 
 
 @pytest.fixture
@@ -234,7 +223,7 @@ def test_late_release_raises_lock_not_owned_and_keeps_new_holder(redis_client: r
     # Given a holder whose maximum hold time runs out
     late = mk(redis_client, "late", timeout=0.3, lease_s=5)
     assert late.acquire()
-    poll(lambda: not late.locked(), 5, "the lock to expire")
+    wait_for(lambda: not late.locked(), 5, "the lock to expire")
     new = mk(redis_client, "late")
     assert new.acquire(blocking=False)
     # When the first holder releases late
@@ -253,7 +242,7 @@ def test_max_hold_time_ends_renewal(redis_client: redis.Redis) -> None:
     lk = mk(redis_client, "maxhold", timeout=1.0, lease_s=0.3)
     t0 = time.monotonic()
     assert lk.acquire()
-    poll(lambda: not lk.locked(), 5, "the lock to reach its maximum hold time")
+    wait_for(lambda: not lk.locked(), 5, "the lock to reach its maximum hold time")
     assert 0.8 <= time.monotonic() - t0 < 2.0
     with pytest.raises(LockNotOwned):
         lk.release()
@@ -303,15 +292,15 @@ def test_crashed_holder_lock_is_free_within_one_lease(redis_url: str, redis_clie
     lease_s = 1.0
     # Given a holder process and a waiter process queued behind it
     holder = start(procs, child_hold, redis_url, "crash", lease_s, 60.0)
-    poll(lambda: redis_client.get("held:crash"), 10, "the holder to acquire")
+    wait_for(lambda: redis_client.get("held:crash"), 10, "the holder to acquire")
     waiter = start(procs, child_wait_then_record, redis_url, "crash", lease_s)
-    poll(lambda: redis_client.exists(f"{NS}:lock-queue:crash"), 10, "the waiter to queue")
+    wait_for(lambda: redis_client.exists(f"{NS}:lock-queue:crash"), 10, "the waiter to queue")
     # When the holder is killed with SIGKILL
     killed_at = time.monotonic()
     os.kill(holder.pid, signal.SIGKILL)
     holder.join(5)
     # Then the waiter gets the lock within lease + 1 s
-    got = poll(lambda: redis_client.get("got:crash"), 10, "the waiter to acquire")
+    got = wait_for(lambda: redis_client.get("got:crash"), 10, "the waiter to acquire")
     assert got != b"no"
     assert 0 < float(got) - killed_at <= lease_s + 1.0
     join_all([waiter], 10)
@@ -321,7 +310,7 @@ def test_crashed_holder_lock_is_free_within_one_lease(redis_url: str, redis_clie
 def test_live_holder_keeps_lock_through_ten_leases(redis_url: str, redis_client: redis.Redis, procs: list) -> None:
     lease_s, hold_s = 0.6, 6.0
     holder = start(procs, child_hold, redis_url, "live", lease_s, hold_s)
-    first = poll(lambda: get_lock_info("live", redis_client, NS), 10, "the holder to acquire")
+    first = wait_for(lambda: get_lock_info("live", redis_client, NS), 10, "the holder to acquire")
     seen_at = time.monotonic()
     contender = mk(redis_client, "live")
     while True:
@@ -342,14 +331,14 @@ def test_dead_waiter_loses_its_place(redis_url: str, redis_client: redis.Redis, 
     holder = mk(redis_client, "dw", lease_s=1.0)
     assert holder.acquire()
     dead = start(procs, child_wait_then_record, redis_url, "dw", 1.0)
-    poll(lambda: redis_client.zcard(f"{NS}:lock-queue:dw") == 1, 10, "the first waiter to queue")
+    wait_for(lambda: redis_client.zcard(f"{NS}:lock-queue:dw") == 1, 10, "the first waiter to queue")
     second = start(procs, child_wait_then_record, redis_url, "dw", 1.0)
-    poll(lambda: redis_client.zcard(f"{NS}:lock-queue:dw") == 2, 10, "the second waiter to queue")
+    wait_for(lambda: redis_client.zcard(f"{NS}:lock-queue:dw") == 2, 10, "the second waiter to queue")
     os.kill(dead.pid, signal.SIGKILL)
     dead.join(5)
     released_at = time.monotonic()
     holder.release()  # wakes the dead head waiter; the live one must still get the lock
-    got = poll(lambda: redis_client.get("got:dw"), 10, "the live waiter to acquire")
+    got = wait_for(lambda: redis_client.get("got:dw"), 10, "the live waiter to acquire")
     assert float(got) - released_at < 1.0 + _redis.WAITER_GRACE_MS / 1000 + 1.0
     join_all([second], 10)
 
@@ -361,7 +350,7 @@ def test_dead_waiter_loses_its_place(redis_url: str, redis_client: redis.Redis, 
 def test_mutual_exclusion_50_processes(redis_url: str, redis_client: redis.Redis, procs: list) -> None:
     go = FORK.Event()
     children = [start(procs, child_sections, redis_url, 20, go) for _ in range(50)]
-    poll(lambda: int(redis_client.get("ready") or 0) == 50, 30, "the children to start")
+    wait_for(lambda: int(redis_client.get("ready") or 0) == 50, 30, "the children to start")
     go.set()  # all at once, for maximum contention
     deepest_queue, deadline = 0, time.monotonic() + 100
     while any(p.is_alive() for p in children) and time.monotonic() < deadline:
@@ -378,7 +367,7 @@ def test_locks_in_opposite_orders_never_deadlock(redis_url: str, redis_client: r
     go = FORK.Event()
     children = [start(procs, child_pairs, redis_url, ["A", "B"], 1000, go),
                 start(procs, child_pairs, redis_url, ["B", "A"], 1000, go)]
-    poll(lambda: int(redis_client.get("ready") or 0) == 2, 30, "the children to start")
+    wait_for(lambda: int(redis_client.get("ready") or 0) == 2, 30, "the children to start")
     go.set()
     join_all(children, 80)
     assert redis_client.get("rounds") == b"2000"
@@ -418,7 +407,7 @@ def test_waiters_are_woken_on_release_in_arrival_order(redis_client: redis.Redis
         threads.append(threading.Thread(target=wait, args=(i,)))
         threads[-1].start()
         queued = i + 1
-        poll(lambda: redis_client.zcard(f"{NS}:lock-queue:fifo") == queued, 10, f"waiter {i} to queue")  # noqa: B023
+        wait_for(lambda: redis_client.zcard(f"{NS}:lock-queue:fifo") == queued, 10, f"waiter {i} to queue")  # noqa: B023
     released_at = time.monotonic()
     holder.release()
     for thread in threads:
@@ -596,7 +585,7 @@ def test_clear_refuses_live_and_clears_stale(redis_url: str, redis_client: redis
     live = mk(redis_client, "live")
     assert live.acquire()
     holder = start(procs, child_hold, redis_url, "stale", 60.0, 60.0)
-    poll(lambda: redis_client.get("held:stale"), 10, "the holder to acquire")
+    wait_for(lambda: redis_client.get("held:stale"), 10, "the holder to acquire")
     os.kill(holder.pid, signal.SIGKILL)
     holder.join(5)
     # Then list_locks tells them apart
@@ -621,7 +610,7 @@ def test_clear_refuses_live_and_clears_stale(redis_url: str, redis_client: redis
 def test_clear_stale_locks_and_lost_lock_is_reported(redis_url: str, redis_client: redis.Redis, procs: list,
                                                      caplog: pytest.LogCaptureFixture) -> None:
     holder = start(procs, child_hold, redis_url, "gone", 60.0, 60.0)
-    poll(lambda: redis_client.get("held:gone"), 10, "the holder to acquire")
+    wait_for(lambda: redis_client.get("held:gone"), 10, "the holder to acquire")
     os.kill(holder.pid, signal.SIGKILL)
     holder.join(5)
     kept = mk(redis_client, "kept", lease_s=0.3)
@@ -630,7 +619,7 @@ def test_clear_stale_locks_and_lost_lock_is_reported(redis_url: str, redis_clien
     # A holder whose lock is cleared by force learns it at its next renewal
     with caplog.at_level(logging.ERROR, logger="jwql_dramatiq.locks"):
         clear_lock("kept", force=True, client=redis_client, namespace=NS)
-        poll(lambda: not kept.held, 5, "the renewal thread to notice the loss")
+        wait_for(lambda: not kept.held, 5, "the renewal thread to notice the loss")
     assert "was lost while held" in caplog.text
     with pytest.raises(LockNotOwned):
         kept.release()
