@@ -24,7 +24,8 @@ def runs(redis_client, key: str) -> int:
 
 
 def test_delayed_task_runs_no_sooner_than_due_and_within_1_s(broker, make_config, start_worker):
-    start_worker(make_config())
+    # An idle poll longer than the bound: the worker must wake at the due time, not poll for it.
+    start_worker(make_config(idle_poll_ms=5_000))
     ping.send().get_result(block=True, timeout=10_000)  # the worker is idle and warm
     sent = time.time()
     message = t.record_span.send_with_options(args=(0,), delay=2_000)
