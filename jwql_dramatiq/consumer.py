@@ -141,9 +141,9 @@ class WakingConsumer(_RedisConsumer):
         if self.queue_name.endswith(".DQ") or getattr(message, "_exception", None) is not None \
                 or ttl_ms is None or ttl_ms < self.RESULT_TTL_CHECKED_MS:
             return False  # moved from the delay queue, a failure (nack) or a retry: no result is expected yet
-        broker = self.broker
-        if broker.client.exists(broker.results_backend.build_message_key(message)):
+        if getattr(message, "result_stored", False):  # set by the results backend once Redis took it
             return False
+        broker = self.broker
 
         counter = f"{broker.namespace}:result-reruns:{message.message_id}"
         with broker.client.pipeline(transaction=False) as pipe:

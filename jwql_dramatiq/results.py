@@ -15,6 +15,7 @@ import traceback
 from typing import Any
 
 import redis
+from dramatiq.broker import MessageProxy
 from dramatiq.results import ResultFailure, ResultTimeout
 from dramatiq.results.backend import DEFAULT_TIMEOUT
 from dramatiq.results.backends.redis import RedisBackend
@@ -103,6 +104,10 @@ class JwqlResultsBackend(RedisBackend):
         self._store_script(keys=[self.build_message_key(message), self.revoked_key],
                            args=[message.message_id, self.encoder.encode(payload), ttl, "1" if force else "0",
                                  "1" if _is_failure(payload) else "0"])
+        if isinstance(message, MessageProxy):
+            # Redis answered: the message has a result (ours, or one the script kept). The consumer's
+            # ack reads this instead of asking Redis again (WakingConsumer._result_lost).
+            message.result_stored = True
 
     def unwrap_result(self, res: Any) -> Any:  # noqa: D102
         if _is_failure(res):
