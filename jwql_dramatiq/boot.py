@@ -104,7 +104,7 @@ def boot_worker() -> None:
         EXECUTOR = Executor(
             max_tasks_per_child=config.max_tasks_per_child,
             time_limit_for=config.time_limit_for,
-            memory_limit_mib=config.memory_limit_mb,
+            memory_limit_mib=config.memory_limit_mib,
             preload_modules=list(config.preload),
             warm_up=config.warm_up,
             work_dir=config.working_dir,

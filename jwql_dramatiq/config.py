@@ -33,6 +33,9 @@ DEFAULT_CONFIG_PATH = "config.json"
 #: The keys that must be present (JWQL's own names). ``redis_url`` replaces the first two.
 REQUIRED_KEYS = ("redis_host", "redis_port", "transfer_dir")
 
+#: Old key name -> current key name; the old one is still accepted (both at once is an error).
+ALIASES = {"memory_limit_mb": "memory_limit_mib"}
+
 
 @dataclass(frozen=True)
 class Config:
@@ -57,7 +60,7 @@ class Config:
     time_limit_s: float = 14_400.0
     actor_time_limits_s: dict[str, float] = field(default_factory=dict)
     max_tasks_per_child: int = 1
-    memory_limit_mb: float = 0.0
+    memory_limit_mib: float = 0.0
     lock_lease_s: float = 30.0
     heartbeat_timeout_s: float = 60.0
     sweep_interval_s: float | None = None
@@ -164,7 +167,7 @@ _SCHEMA: dict[str, tuple[tuple[type, ...], Any, Any]] = {
         (f"limit for {k!r} must be a positive number" for k, s in v.items()
          if isinstance(s, bool) or not isinstance(s, (int, float)) or s <= 0), None)),
     "max_tasks_per_child": ((int,), int, _non_negative),
-    "memory_limit_mb": ((int, float), float, _non_negative),
+    "memory_limit_mib": ((int, float), float, _non_negative),
     "lock_lease_s": ((int, float), float, _positive),
     "heartbeat_timeout_s": ((int, float), float, _positive),
     "sweep_interval_s": ((int, float, type(None)), lambda v: v if v is None else float(v),
@@ -240,6 +243,7 @@ def validate(raw: dict[str, Any], path: str) -> Config:
     """
     if not isinstance(raw, dict):
         raise ConfigError(path, None, f"the top level must be a JSON object, not {type(raw).__name__}")
+    raw = _resolve_aliases(raw, path)
     required = REQUIRED_KEYS[2:] if raw.get("redis_url") else REQUIRED_KEYS
     for key in required:
         if key not in raw:
@@ -263,6 +267,17 @@ def validate(raw: dict[str, Any], path: str) -> Config:
     if "transfer_dir" in values and not values["transfer_dir"].strip():
         raise ConfigError(path, "transfer_dir", "must not be empty")
     return Config(path=path, **values)
+
+
+def _resolve_aliases(raw: dict[str, Any], path: str) -> dict[str, Any]:
+    """Rename old keys (:data:`ALIASES`) to their current names, refusing both given at once."""
+    resolved = dict(raw)
+    for old, new in ALIASES.items():
+        if old in resolved:
+            if new in resolved:
+                raise ConfigError(path, old, f"is the old name of {new!r}; give only one of them")
+            resolved[new] = resolved.pop(old)
+    return resolved
 
 
 def load_config(path: str | os.PathLike[str] | None = None, environ: dict[str, str] | None = None) -> Config:

@@ -54,7 +54,7 @@ def test_time_limit_kills_a_task_sleeping_in_c_and_the_next_task_runs(broker, ma
 
 
 def test_memory_limit_stops_the_task_and_the_worker_survives(broker, make_config, start_worker):
-    start_worker(make_config(memory_limit_mb=300))
+    start_worker(make_config(memory_limit_mib=300))
     error = failure_of(t.allocate_mib.send(2000))
     assert error.orig_exc_type == "MemoryLimitExceeded"
     assert "past its memory limit of 300 MiB" in error.orig_exc_msg
