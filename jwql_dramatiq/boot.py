@@ -73,7 +73,7 @@ def boot_worker() -> None:
     """
     global EXECUTOR
     from .broker import setup_broker, task_states
-    from .config import load_config
+    from .config import check_transfer_dir, load_config
     from .connection import check_redis
     from .control import WorkerControl
     from .sweeper import start_sweeper
@@ -81,6 +81,7 @@ def boot_worker() -> None:
     _install_one_line_errors()
     try:
         config = load_config()
+        check_transfer_dir(config)
     except ConfigError as e:
         raise WorkerConfigError(e.path, e.key, e.problem) from None
 

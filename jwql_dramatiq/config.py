@@ -13,7 +13,9 @@ import time: call :func:`load_config`.
 from __future__ import annotations
 
 import dataclasses
+import difflib
 import json
+import logging
 import os
 import socket
 from dataclasses import dataclass, field
@@ -21,8 +23,9 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import quote, urlsplit
 
-from .errors import ConfigError
+from .errors import BadInput, ConfigError
 
+logger = logging.getLogger(__name__)
 #: Environment variable naming the config file.
 CONFIG_ENV = "JWQL_DRAMATIQ_CONFIG"
 #: Prefix of the environment variables that override single keys.
@@ -76,6 +79,7 @@ class Config:
     crds_server_url: str | None = None
     crds_context: str | None = None
     crds_offline_stub: bool = False
+    step_args: dict[str, dict[str, dict[str, Any]]] = field(default_factory=dict)
     logging: dict[str, Any] | None = None
 
     @property
@@ -187,11 +191,35 @@ _SCHEMA: dict[str, tuple[tuple[type, ...], Any, Any]] = {
     "crds_server_url": _OPT_STR,
     "crds_context": _OPT_STR,
     "crds_offline_stub": ((bool,), bool, None),
+    "step_args": ((dict,), dict, lambda v: _step_args_problem(v)),
     "logging": ((dict, type(None)), lambda v: v, None),
 }
 
+#: How alike an unknown key must be to one of ours to be called a misspelling (difflib ratio).
+MISSPELLING_CUTOFF = 0.8
+
 #: Config keys that may be overridden from the environment (``JWQL_DRAMATIQ_<KEY>``).
 ENV_KEYS = tuple(k for k, (types, _, _) in _SCHEMA.items() if dict not in types and list not in types)
+
+
+def _step_args_problem(value: dict[str, Any]) -> str | None:
+    """Check the deployment's ``step_args``: ``{instrument or "*": {step: {parameter: value}}}``.
+
+    Step names may be jwql's (``rate``) or Detector1's (``ramp_fit``); each must be known to
+    at least one of the two pipeline paths.
+    """
+    from .pipeline.deployment import deployment_path_args
+    from .pipeline.steps import INSTRUMENTS
+
+    for instrument, steps in value.items():
+        if instrument != "*" and instrument not in INSTRUMENTS:
+            return f"has unknown instrument {instrument!r}; expected '*' or one of {', '.join(INSTRUMENTS)}"
+        try:
+            deployment_path_args(steps, "cal")
+            deployment_path_args(steps, "jump")
+        except BadInput as e:
+            return f"[{instrument!r}]: {e}"
+    return None
 
 
 def _type_names(types: tuple[type, ...]) -> str:
@@ -251,7 +279,8 @@ def validate(raw: dict[str, Any], path: str) -> Config:
     values: dict[str, Any] = {}
     for key, value in raw.items():
         if key not in _SCHEMA:
-            continue  # JWQL's config carries many keys this server does not use
+            _warn_if_misspelt(key, path)  # JWQL's config carries many keys this server does not use
+            continue
         types, convert, check = _SCHEMA[key]
         # bool is an int in Python; refuse it where a number is meant.
         if not isinstance(value, types) or (isinstance(value, bool) and bool not in types):
@@ -266,7 +295,32 @@ def validate(raw: dict[str, Any], path: str) -> Config:
         values[key] = value
     if "transfer_dir" in values and not values["transfer_dir"].strip():
         raise ConfigError(path, "transfer_dir", "must not be empty")
+    if not values.get("redis_url") and not values.get("redis_host", "x").strip():
+        raise ConfigError(path, "redis_host", "must not be empty (give the Redis host name, or a redis_url)")
     return Config(path=path, **values)
+
+
+def _warn_if_misspelt(key: str, path: str) -> None:
+    """Log one line when an unknown key looks like a misspelling of one of ours."""
+    close = difflib.get_close_matches(key, [*_SCHEMA, *ALIASES], n=1, cutoff=MISSPELLING_CUTOFF)
+    if close:
+        logger.warning("%s: unknown key %r is ignored; did you mean %r?", path, key, close[0])
+
+
+def check_transfer_dir(config: Config) -> None:
+    """Refuse a ``transfer_dir`` that exists but is not a directory (a missing one is created later).
+
+    Raises
+    ------
+    ConfigError
+        Naming the file, the key and the path.
+    """
+    path = Path(config.transfer_dir)
+    if path.exists() and not path.is_dir():
+        raise ConfigError(config.path, "transfer_dir", f"{path} exists but is not a directory")
+    for sub in ("incoming", "outgoing"):
+        if (path / sub).exists() and not (path / sub).is_dir():
+            raise ConfigError(config.path, "transfer_dir", f"{path / sub} exists but is not a directory")
 
 
 def _resolve_aliases(raw: dict[str, Any], path: str) -> dict[str, Any]:

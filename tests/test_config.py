@@ -126,3 +126,78 @@ def test_password_from_environment_joins_a_tls_url(tmp_path):
     config = load_config(write(tmp_path, content), environ={"JWQL_DRAMATIQ_REDIS_PASSWORD": "p@ss word"})
     assert config.url == "rediss://jwql:p%40ss%20word@redis.example:6380/1?ssl_ca_certs=/etc/jwql/ca.crt"
     assert config.redis_address == "redis.example:6380" and "p@ss" not in repr(config)
+
+
+def test_empty_redis_host_is_refused_by_name(tmp_path):
+    # JWQL's example config ships "redis_host": "", which used to mean localhost silently
+    path = write(tmp_path, {**JWQL_KEYS, "redis_host": ""})
+    with pytest.raises(ConfigError) as info:
+        load_config(path, environ={})
+    assert info.value.key == "redis_host" and str(path) in str(info.value) and "must not be empty" in str(info.value)
+
+
+def test_empty_redis_host_is_fine_beside_a_redis_url(tmp_path):
+    config = load_config(write(tmp_path, {**JWQL_KEYS, "redis_host": "", "redis_url": "redis://h:7000/1"}), environ={})
+    assert config.redis_address == "h:7000"
+
+
+def test_transfer_dir_that_is_a_file_is_refused_by_name(tmp_path):
+    from jwql_dramatiq.config import check_transfer_dir
+
+    regular = tmp_path / "transfer"
+    regular.write_text("not a directory")
+    path = write(tmp_path, {**JWQL_KEYS, "transfer_dir": str(regular)})
+    with pytest.raises(ConfigError) as info:
+        check_transfer_dir(load_config(path, environ={}))
+    assert info.value.key == "transfer_dir" and "is not a directory" in str(info.value) and str(path) in str(info.value)
+
+
+@pytest.mark.parametrize(("typo", "meant"), [("redis_prot", "redis_port"), ("tranfer_dir", "transfer_dir"),
+                                             ("memory_limt_mib", "memory_limit_mib"), ("step_arg", "step_args")])
+def test_misspelt_key_gets_one_warning_naming_the_nearest_key(tmp_path, caplog, typo, meant):
+    path = write(tmp_path, {**JWQL_KEYS, typo: 1})
+    with caplog.at_level("WARNING", logger="jwql_dramatiq.config"):
+        load_config(path, environ={})
+    lines = [r.getMessage() for r in caplog.records]
+    assert lines == [f"{path}: unknown key {typo!r} is ignored; did you mean {meant!r}?"]
+
+
+def test_jwql_unrelated_keys_stay_silent(tmp_path, caplog):
+    # every key of JWQL's config schema (jwql/utils/utils.py _validate_config), plus JWQL's "cores"
+    jwql = {**JWQL_KEYS, **{k: "" for k in ("connection_string", "databases", "django_databases", "filesystem",
+                                              "preview_image_filesystem", "thumbnail_filesystem", "jwql_dir",
+                                              "admin_account", "test_dir", "setup_file", "auth_mast", "mast_token",
+                                              "cores")}}
+    with caplog.at_level("WARNING", logger="jwql_dramatiq.config"):
+        load_config(write(tmp_path, jwql), environ={})
+    assert caplog.records == []
+
+
+def test_memory_limit_mb_is_an_alias_of_memory_limit_mib(tmp_path):
+    assert load_config(write(tmp_path, {**JWQL_KEYS, "memory_limit_mb": 512}), environ={}).memory_limit_mib == 512
+    with pytest.raises(ConfigError, match="'memory_limit_mb'.*give only one"):
+        load_config(write(tmp_path, {**JWQL_KEYS, "memory_limit_mb": 1, "memory_limit_mib": 2}), environ={})
+
+
+def test_deployment_step_args_are_checked_at_load(tmp_path):
+    good = {"*": {"jump": {"rejection_threshold": 15.0}}, "nircam": {"ramp_fit": {"skip": False}, "rate": {}}}
+    assert load_config(write(tmp_path, {**JWQL_KEYS, "step_args": good}), environ={}).step_args == good
+    for bad, words in [({"nirspek": {}}, "unknown instrument 'nirspek'"),
+                       ({"miri": {"jumpp": {}}}, "unknown step 'jumpp'"),
+                       ({"*": {"dark_current": {"skip": "True"}}}, "must be a bool")]:
+        with pytest.raises(ConfigError) as info:
+            load_config(write(tmp_path, {**JWQL_KEYS, "step_args": bad}), environ={})
+        assert info.value.key == "step_args" and words in str(info.value)
+
+
+def test_deployment_step_args_merge_under_the_call_per_path():
+    from jwql_dramatiq.pipeline.deployment import with_deployment_defaults
+
+    deployment = {"*": {"rate": {"save_opt": False}, "jump": {"rejection_threshold": 15.0}},
+                  "nircam": {"dark_current": {"override_dark": "/refs/dark.fits"}}}
+    call = {"dark_current": {"skip": True}, "jump": {"rejection_threshold": 5.0}}
+    assert with_deployment_defaults(deployment, "NIRCam", "cal", call) == {
+        "rate": {"save_opt": False}, "jump": {"rejection_threshold": 5.0},
+        "dark_current": {"override_dark": "/refs/dark.fits", "skip": True}}
+    assert with_deployment_defaults(deployment, "miri", "jump", None) == {
+        "ramp_fit": {"save_opt": False}, "jump": {"rejection_threshold": 15.0}}

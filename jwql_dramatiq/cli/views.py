@@ -6,6 +6,7 @@ import argparse
 import time
 from typing import Any
 
+from ..config import check_transfer_dir
 from ..control import WorkerInfo, list_workers
 from ..states import ALL_STATES, TaskState, get_task_state, list_tasks
 from ._common import RET_FAIL, RET_NOT_FOUND, RET_OK, Context, clock, seconds, table
@@ -73,6 +74,7 @@ def cmd_status(ctx: Context, args: argparse.Namespace) -> int:
     from ..locks import list_locks
 
     config = ctx.config
+    check_transfer_dir(config)
     workers = list_workers(ctx.client, ctx.namespace, config.heartbeat_timeout_s)
     queues = queue_lengths(ctx.broker)
     locks = list_locks(ctx.client, ctx.namespace)
