@@ -109,6 +109,8 @@ def boot_worker() -> None:
             preload_modules=list(config.preload),
             warm_up=config.warm_up,
             work_dir=config.working_dir,
+            memory_method=config.memory_method,
+            on_progress=_progress_recorder(broker),
         )
         EXECUTOR.start()
         # Dramatiq's worker processes end through multiprocessing, which skips atexit but runs
@@ -127,8 +129,34 @@ def boot_worker() -> None:
     start_sweeper(broker)  # after the fork server is forked: the thread must not be inherited
     if EXECUTOR is not None and not EXECUTOR.wait_ready(READY_TIMEOUT_S):
         logger.warning("The fork server is not ready after %.0f s; tasks will wait for it.", READY_TIMEOUT_S)
+    if EXECUTOR is not None and EXECUTOR.memory_method:
+        _record_memory_method(broker, control.key, EXECUTOR)
     logger.info("jwql_dramatiq worker booted: queue %r on %s, max_tasks_per_child=%d.",
                 config.queue_name, config.redis_address, config.max_tasks_per_child)
+
+
+def _progress_recorder(broker):
+    """``on_progress`` for the executor: attempt, cores and memory peak go into the task's state."""
+    from .states import write_state
+
+    namespace, ttl_ms = broker.jwql_config.namespace, int(broker.jwql_config.result_ttl_s * 1000)
+
+    def record(message_id: str, fields: dict) -> None:
+        write_state(broker.client, namespace, message_id, ttl_ms, mode="guard", **fields)
+
+    return record
+
+
+def _record_memory_method(broker, worker_key: str, executor) -> None:
+    """Put how task memory is limited into the worker's record, for ``status``."""
+    import redis
+
+    try:
+        broker.client.hset(worker_key, mapping={
+            "memory_method": executor.memory_method, "memory_limit_mib": executor.memory_limit_mib,
+            "memory_method_reason": executor.memory_method_reason})
+    except redis.RedisError:
+        logger.warning("Could not record the memory method in the worker record.")
 
 
 def _run_in_child(actor_name: str, args: tuple, kwargs: dict):

@@ -64,6 +64,7 @@ class Config:
     actor_time_limits_s: dict[str, float] = field(default_factory=dict)
     max_tasks_per_child: int = 1
     memory_limit_mib: float = 0.0
+    memory_method: str = "auto"
     lock_lease_s: float = 30.0
     heartbeat_timeout_s: float = 60.0
     sweep_interval_s: float | None = None
@@ -172,6 +173,8 @@ _SCHEMA: dict[str, tuple[tuple[type, ...], Any, Any]] = {
          if isinstance(s, bool) or not isinstance(s, (int, float)) or s <= 0), None)),
     "max_tasks_per_child": ((int,), int, _non_negative),
     "memory_limit_mib": ((int, float), float, _non_negative),
+    "memory_method": ((str,), str, lambda v: None if v in ("auto", "cgroup", "v2", "v1", "poll")
+                      else "must be 'auto', 'cgroup', 'v2', 'v1' or 'poll'"),
     "lock_lease_s": ((int, float), float, _positive),
     "heartbeat_timeout_s": ((int, float), float, _positive),
     "sweep_interval_s": ((int, float, type(None)), lambda v: v if v is None else float(v),

@@ -6,6 +6,7 @@ coordinated by file name only. A name sent in a message must stay inside its dir
 
 from __future__ import annotations
 
+import glob
 import os
 import shutil
 import tempfile
@@ -66,13 +67,37 @@ def copy_atomically(source: str | os.PathLike[str], destination: Path) -> Path:
     return destination
 
 
+#: Prefix of a worker's per-run staging directories in ``outgoing/`` (``.staging.<short_name>.<time>.<random>``).
+STAGING_PREFIX = ".staging."
+
+
 def remove_transfer_files(transfer_dir: str | os.PathLike[str], short_name: str) -> list[Path]:
-    """Delete ``incoming/<short_name>*`` and ``outgoing/<short_name>*``; return what was removed."""
+    """Delete everything a job named ``short_name`` can leave in the transfer directory.
+
+    That is ``incoming/<short_name>*`` and ``outgoing/<short_name>*`` (inputs and products),
+    ``.<short_name>*`` (temporary names of unfinished copies), and the worker's staging
+    directories ``outgoing/.staging.<short_name>.*`` (a run killed before its worker cleaned up).
+
+    Returns
+    -------
+    list of Path
+        The inputs and products removed (temporary files and staging directories are not listed).
+    """
     removed = []
+    escaped = glob.escape(short_name)
     for directory in (incoming_dir(transfer_dir), outgoing_dir(transfer_dir)):
-        for path in directory.glob(f"{short_name}*"):
-            path.unlink(missing_ok=True)
+        for path in directory.glob(f"{escaped}*"):
+            _remove(path)
             removed.append(path)
-        for path in directory.glob(f".{short_name}*"):  # temporary names of unfinished copies
-            path.unlink(missing_ok=True)
+        for path in directory.glob(f".{escaped}*"):  # temporary names of unfinished copies
+            _remove(path)
+        for path in directory.glob(f"{STAGING_PREFIX}{escaped}.*"):
+            _remove(path)
     return removed
+
+
+def _remove(path: Path) -> None:
+    if path.is_dir() and not path.is_symlink():
+        shutil.rmtree(path, ignore_errors=True)
+    else:
+        path.unlink(missing_ok=True)

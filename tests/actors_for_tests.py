@@ -117,3 +117,83 @@ def write_product(directory: str, counter_key: str, task_id: str, duration_s: fl
     finally:
         os.unlink(tmp)
     return final
+
+
+def _pool_worker_hold(mib: int, pid_dir: str, hold_s: float) -> int:
+    """In a pool process: touch ``mib`` MiB, record this pid, then sleep ``hold_s``."""
+    block = bytearray(os.urandom(16)) * (mib * 65536)
+    open(os.path.join(pid_dir, f"pool.{os.getpid()}"), "w").close()
+    time.sleep(hold_s)
+    return len(block) // (1024 * 1024)
+
+
+@actor
+def pool_hold(workers: int, mib_each: int, pid_dir: str, hold_s: float, context: str = "spawn") -> list[int]:
+    """Start a ``multiprocessing`` pool of ``workers`` (as stcal does); each holds ``mib_each`` MiB for ``hold_s``.
+
+    The child writes ``<pid_dir>/child.<pid>`` and each pool process ``<pid_dir>/pool.<pid>``.
+    """
+    import multiprocessing
+
+    open(os.path.join(pid_dir, f"child.{os.getpid()}"), "w").close()
+    with multiprocessing.get_context(context).Pool(workers) as pool:
+        return pool.starmap(_pool_worker_hold, [(mib_each, pid_dir, hold_s)] * workers)
+
+
+@actor
+def cores_hungry(total_mib: int, none_mib: int) -> dict:
+    """Use memory that grows with cores, as the pipeline does: ``all`` and ``half`` spread ``total_mib``
+    over a pool of 2 and 1 processes; ``none`` touches ``none_mib`` in the child itself.
+
+    Reads and announces the attempt's cores like the pipeline actors.
+    """
+    import multiprocessing
+    import tempfile
+
+    from jwql_dramatiq.executor import task
+
+    cores = task.attempt_max_cores() or "all"
+    task.announce_max_cores(cores)
+    if cores == "none":
+        block = bytearray(os.urandom(16)) * (none_mib * 65536)
+        return {"cores": cores, "mib": len(block) // (1024 * 1024), "attempt": task.attempt_number()}
+    workers = 2 if cores == "all" else 1
+    with tempfile.TemporaryDirectory() as pid_dir, multiprocessing.get_context("fork").Pool(workers) as pool:
+        pool.starmap(_pool_worker_hold, [(total_mib // workers, pid_dir, 30)] * workers)
+    return {"cores": cores, "mib": total_mib, "attempt": task.attempt_number()}
+
+
+@actor
+def staged_then_die(transfer_dir: str, short_name: str, where: str) -> None:
+    """Run the pipeline actors' fenced publish with a fake pipeline, SIGKILLing this child at ``where``.
+
+    ``where`` is ``"run"`` (products staged, scratch in use) or ``"publish"`` (after the first of
+    two products was renamed into ``outgoing/``).
+    """
+    from pathlib import Path
+
+    from jwql_dramatiq.actors.pipeline import _run_fenced
+
+    class DieWhenRenamed(os.PathLike):
+        """A staged path that kills the process the second time it is used (the rename)."""
+
+        def __init__(self, path: str) -> None:
+            self.path, self.uses = path, 0
+
+        def __fspath__(self) -> str:
+            self.uses += 1
+            if self.uses >= 2:
+                os.kill(os.getpid(), signal.SIGKILL)
+            return self.path
+
+    def run(input_path, work_dir, staging):
+        first, second = Path(staging) / f"{short_name}_a.fits", Path(staging) / f"{short_name}_b.fits"
+        for path in (first, second, Path(work_dir) / "scratch.tmp"):
+            path.write_text("product")
+        if where == "run":
+            os.kill(os.getpid(), signal.SIGKILL)
+        return {"a": str(first), "b": DieWhenRenamed(str(second))}
+
+    Path(transfer_dir, "incoming").mkdir(parents=True, exist_ok=True)
+    Path(transfer_dir, "incoming", f"{short_name}_uncal.fits").write_text("input")
+    _run_fenced("staged_then_die", f"{short_name}_uncal.fits", short_name, run)

@@ -53,13 +53,16 @@ def test_time_limit_kills_a_task_sleeping_in_c_and_the_next_task_runs(broker, ma
     assert ping.send().get_result(block=True, timeout=10_000)["pid"] > 0
 
 
-def test_memory_limit_stops_the_task_and_the_worker_survives(broker, make_config, start_worker):
-    start_worker(make_config(memory_limit_mib=300))
+@pytest.mark.parametrize("method", ["auto", "poll"])
+def test_memory_limit_stops_the_task_and_the_worker_survives(broker, make_config, start_worker, method):
+    start_worker(make_config(memory_limit_mib=300, memory_method=method))
     error = failure_of(t.allocate_mib.send(2000))
     assert error.orig_exc_type == "MemoryLimitExceeded"
     assert "past its memory limit of 300 MiB" in error.orig_exc_msg
-    reached = float(error.orig_exc_msg.split("reached ")[1].split(" MiB")[0])
-    assert reached > 300
+    assert "announced no maximum_cores" in error.orig_exc_msg  # so it is not run again
+    peak = float(error.orig_exc_msg.split("peak ")[1].split(" MiB")[0])
+    assert peak >= 0.95 * 300, error.orig_exc_msg
+    assert ("by poll-pss" in error.orig_exc_msg) == (method == "poll")
     assert t.allocate_mib.send(64).get_result(block=True, timeout=10_000) == 2
 
 

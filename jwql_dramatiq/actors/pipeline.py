@@ -29,8 +29,12 @@ fail: a failure stored late would replace the result of the run that completed e
 meanwhile. A late run therefore neither overwrites nor duplicates products, and its result is
 the same as that of the run that published.
 
-Staging directories of runs that were killed are removed by the next run of the same name once
-they are older than the time limit (no run can still be writing there).
+Each run's staging directory and its scratch directory (``<working>/calibrated_data/task.*``)
+are announced to the worker before they are created (:func:`jwql_dramatiq.executor.task.track_dir`),
+and the worker removes them when the task ends, however it ends (a SIGKILL, the time limit, a
+revoke). Staging directories left by a worker that died itself are removed by the next run of the
+same name once they are older than the time limit (no run can still be writing there), and by
+the monitor's :func:`jwql_dramatiq.transfer.remove_transfer_files`.
 """
 
 from __future__ import annotations
@@ -40,8 +44,8 @@ import json
 import logging
 import os
 import shutil
+import secrets
 import socket
-import tempfile
 import time
 from pathlib import Path
 from typing import Any, Callable
@@ -50,13 +54,14 @@ import redis
 
 from ..errors import BadInput, LockError, LockNotOwned, PipelineError, RedisUnavailable
 from ..registry import actor
+from ..transfer import STAGING_PREFIX as _TRANSFER_STAGING_PREFIX
 
 logger = logging.getLogger(__name__)
 
 #: Prefix of the job lock names (``job:<short_name>``).
 JOB_LOCK_PREFIX = "job:"
 #: Prefix of the per-run staging directories inside ``outgoing/`` (hidden; not a product name).
-STAGING_PREFIX = ".staging."
+STAGING_PREFIX = _TRANSFER_STAGING_PREFIX
 #: Longest the publish step waits for Redis to answer, in seconds (the time limit bounds it too).
 PUBLISH_REDIS_WAIT_S = 600.0
 #: Lease held over the renames of a publish, in seconds (at least the configured lease).
@@ -98,11 +103,24 @@ def _check_short_name(short_name: object) -> str:
     return short_name
 
 
+def _make_tracked_dir(parent: Path, prefix: str) -> Path:
+    """Create ``parent/<prefix><random>``, announced to the worker first (it removes it when the task ends)."""
+    from ..executor import task
+
+    parent.mkdir(parents=True, exist_ok=True)
+    while True:
+        path = task.track_dir(parent / f"{prefix}{secrets.token_hex(4)}")
+        try:
+            path.mkdir(mode=0o700)
+            return path
+        except FileExistsError:
+            continue
+
+
 def _make_staging(outgoing: Path, short_name: str) -> Path:
     """Create this run's staging directory inside ``outgoing/`` (so publishing is a rename)."""
     try:
-        outgoing.mkdir(parents=True, exist_ok=True)
-        return Path(tempfile.mkdtemp(prefix=f"{STAGING_PREFIX}{short_name}.{int(time.time())}.", dir=outgoing))
+        return _make_tracked_dir(outgoing, f"{STAGING_PREFIX}{short_name}.{int(time.time())}.")
     except OSError as e:
         raise PipelineError(f"cannot write to the outgoing directory {outgoing}: {e.strerror or e}") from e
 
@@ -301,21 +319,38 @@ def _run_fenced(actor_name: str, input_file_name: str, short_name: str,
                            done.get("host"))
             return done["result"]
         staging = job.make_staging()
+        scratch = _make_tracked_dir(work_dir, "task.")  # this run's own: the worker removes it after a kill
         try:
-            staged = run(input_path, work_dir, staging)
+            staged = run(input_path, scratch, staging)
             return job.publish(staged)
         finally:
             job.remove_staging()
+            shutil.rmtree(scratch, ignore_errors=True)
     finally:
         job.release()
 
 
 def _max_cores(input_path) -> str:
-    """The starting ``maximum_cores`` for this input, from the config's ``max_cores``."""
+    """The ``maximum_cores`` for this attempt: the worker's override after an out-of-memory kill, else
+    the config's ``max_cores`` resolved for this input. Announced to the worker, which backs off from it."""
     from ..broker import get_config
+    from ..executor import task
     from ..pipeline.guard import resolve_max_cores
 
-    return resolve_max_cores(get_config().max_cores, input_path)
+    cores = task.attempt_max_cores() or resolve_max_cores(get_config().max_cores, input_path)
+    task.announce_max_cores(cores)
+    return cores
+
+
+def _check_not_withdrawn(input_path: Path) -> None:
+    """Refuse to publish for a caller that gave up: it removed its input from ``incoming/``.
+
+    A monitor whose bound ran out during a Redis outage cannot revoke what it sent; the file it
+    withdrew is the signal that reaches the worker without Redis, so no product is left behind.
+    """
+    if not os.path.exists(input_path):
+        raise PipelineError(f"the input {Path(input_path).name} was withdrawn from incoming/ while it ran (its caller "
+                            f"gave up); the products were discarded, not published")
 
 
 def _with_deployment_step_args(instrument: str, pipeline: str, step_args: object) -> dict:
@@ -356,8 +391,10 @@ def run_calwebb_detector1(input_file_name: str, short_name: str, ext_or_exts, in
     merged_args = _with_deployment_step_args(instrument, "cal", step_args)
 
     def in_staging(input_path, work_dir, staging):
-        return run(input_path, short_name, ext_or_exts, instrument, str(work_dir), str(staging),
-                   step_args=merged_args, max_cores=_max_cores(input_path))
+        staged = run(input_path, short_name, ext_or_exts, instrument, str(work_dir), str(staging),
+                     step_args=merged_args, max_cores=_max_cores(input_path))
+        _check_not_withdrawn(input_path)
+        return staged
 
     return _run_fenced("run_calwebb_detector1", input_file_name, short_name, in_staging)
 
@@ -393,7 +430,9 @@ def calwebb_detector1_save_jump(input_file_name: str, instrument: str, ramp_fit:
     merged_args = _with_deployment_step_args(instrument, "jump", step_args)
 
     def in_staging(input_path, work_dir, staging):
-        return run(input_path, instrument, str(work_dir), str(staging), ramp_fit=ramp_fit, save_fitopt=save_fitopt,
-                   step_args=merged_args, max_cores=_max_cores(input_path))
+        staged = run(input_path, instrument, str(work_dir), str(staging), ramp_fit=ramp_fit,
+                     save_fitopt=save_fitopt, step_args=merged_args, max_cores=_max_cores(input_path))
+        _check_not_withdrawn(input_path)
+        return staged
 
     return _run_fenced("calwebb_detector1_save_jump", input_file_name, short_name, in_staging)

@@ -5,13 +5,26 @@ heavy modules (jwst) once, optionally runs a warm-up job, calls ``gc.freeze()``,
 only forks. Each child gets a fresh socketpair; the server passes the worker's end to the
 worker with SCM_RIGHTS and keeps reaping children, reporting each exit status.
 
+**One task, one process tree, killed as one.** Each child leads its own process group and,
+where the host allows it, its own memory cgroup (:mod:`.cgroup`) holding the memory limit.
+The server is a child subreaper (``PR_SET_CHILD_SUBREAPER``): a task's orphaned descendants
+(stcal's pool) become its children, so every process of a task is reaped here and nowhere
+else. The server is therefore the only process that kills: a pid or process group it kills
+cannot have been reaped and reused, because it has not reaped it yet. When a child exits, the
+server first kills what is left of its group and cgroup (seen with ``WNOWAIT``, before the
+child's pid is freed), then reaps it.
+
 Control packets, server -> worker:
-    ``("ready", warm_up_s)``       preloading finished
-    ``("child", pid)`` + one fd     a new idle child and the worker's end of its task socket
-    ``("exit", pid, status)``       a child was reaped; ``status`` is the raw wait status
+    ``("ready", warm_up_s, memory)``       preloading finished; ``memory`` is
+                                           ``{"method", "reason"}`` (how task memory is limited)
+    ``("child", pid, cgroup)`` + one fd    a new idle child, its cgroup (``(version, path)`` or None)
+                                           and the worker's end of its task socket
+    ``("exit", pid, status, info)``        a child was reaped; ``status`` is the raw wait status,
+                                           ``info`` ``{"oom_kills", "peak_mib"}`` from its cgroup
 Worker -> server:
-    ``("spawn",)``                  fork one more child (ahead of need)
-The server exits, killing its children, when the worker's end of the control socket closes.
+    ``("spawn",)``                         fork one more child (ahead of need)
+    ``("kill", pid, reason)``              SIGKILL that child's whole tree (group and cgroup)
+The server exits, killing every child's tree, when the worker's end of the control socket closes.
 """
 
 from __future__ import annotations
@@ -29,6 +42,8 @@ import traceback
 from typing import Any
 
 from . import protocol
+from . import task as task_api
+from .cgroup import Cgroup, create_root
 
 logger = logging.getLogger(__name__)
 
@@ -62,7 +77,8 @@ def preload(modules: list[str], warm_up: bool, work_dir: str) -> float:
     return time.monotonic() - start
 
 
-def serve(control: socket.socket, modules: list[str], warm_up: bool, work_dir: str, max_tasks: int) -> None:
+def serve(control: socket.socket, modules: list[str], warm_up: bool, work_dir: str, max_tasks: int,
+          memory_limit_mib: float = 0.0, memory_method: str = "auto") -> None:
     """Run the fork server until the worker goes away. Never returns.
 
     Parameters
@@ -77,64 +93,168 @@ def serve(control: socket.socket, modules: list[str], warm_up: bool, work_dir: s
         Scratch directory for the warm-up.
     max_tasks : int
         Tasks each child runs before exiting.
+    memory_limit_mib : float
+        Memory limit of each child's cgroup, in MiB; 0 for none (the cgroup still measures).
+    memory_method : {"auto", "cgroup", "v2", "v1", "poll"}
+        How task memory is limited: a cgroup where possible (``auto``), or polling only.
     """
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # the worker decides when we stop
     signal.signal(signal.SIGTERM, signal.SIG_DFL)
-    children: set[int] = set()
+    _prctl(PR_SET_CHILD_SUBREAPER, 1)
+    server = _Server(control, max_tasks, memory_limit_mib)
     try:
         warm_up_s = preload(modules, warm_up, work_dir)
-        protocol.send_packet(control, ("ready", warm_up_s))
+        server.root, reason = create_root(f"jwql-dramatiq.{os.getpid()}", memory_method)
+        method = server.root.method if server.root is not None else "poll-pss"
+        if server.root is None:
+            logger.warning("Task memory is measured by polling (PSS of each task's process tree): %s", reason)
+        protocol.send_packet(control, ("ready", warm_up_s, {"method": method, "reason": reason}))
         wanted = 1  # fork ahead: one idle child is always waiting
         while True:
             while wanted > 0:
-                children.add(_fork_child(control, max_tasks))
+                server.fork_child()
                 wanted -= 1
             readable, _, _ = select.select([control], [], [], REAP_INTERVAL_S)
-            _reap(control, children)
+            server.reap()
             if readable:
                 packet = protocol.recv_packet(control)
                 if packet is None:
                     break
-                if packet[0][0] == "spawn":
+                (kind, *rest), _fds = packet
+                if kind == "spawn":
                     wanted += 1
+                elif kind == "kill":
+                    server.kill_tree(rest[0])
+                    server.reap()
     except (BrokenPipeError, ConnectionResetError):
         pass
     finally:
-        for pid in children:
-            try:
-                os.kill(pid, signal.SIGKILL)
-            except ProcessLookupError:
-                pass
+        server.shutdown()
         os._exit(0)
 
 
-def _reap(control: socket.socket, children: set[int]) -> None:
-    while children:
-        try:
-            pid, status = os.waitpid(-1, os.WNOHANG)
-        except ChildProcessError:
-            return
-        if pid == 0:
-            return
-        children.discard(pid)
-        protocol.send_packet(control, ("exit", pid, status))
+#: ``prctl`` options used here (linux/prctl.h).
+PR_SET_PDEATHSIG, PR_SET_CHILD_SUBREAPER = 1, 36
+#: How long the server waits, when stopping, for its children's trees to die, in seconds.
+SHUTDOWN_REAP_S = 2.0
 
 
-def _fork_child(control: socket.socket, max_tasks: int) -> int:
-    worker_end, child_end = socket.socketpair(socket.AF_UNIX, socket.SOCK_STREAM)
-    pid = os.fork()
-    if pid == 0:  # the child
-        code = 1
+def _prctl(option: int, value: int) -> None:
+    import ctypes
+
+    try:
+        ctypes.CDLL(None, use_errno=True).prctl(option, value, 0, 0, 0)
+    except (OSError, AttributeError):  # not Linux: process groups alone then
+        pass
+
+
+class _Server:
+    """The fork server's children, their cgroups, and the one place where they are killed and reaped."""
+
+    def __init__(self, control: socket.socket, max_tasks: int, memory_limit_mib: float) -> None:
+        self.control = control
+        self.max_tasks = max_tasks
+        self.memory_limit_mib = memory_limit_mib
+        self.root: Cgroup | None = None
+        self.children: dict[int, Cgroup | None] = {}
+        self.unremoved: list[Cgroup] = []
+
+    def fork_child(self) -> int:
+        """Fork one child in its own process group (and cgroup), and hand its socket to the worker."""
+        worker_end, child_end = socket.socketpair(socket.AF_UNIX, socket.SOCK_STREAM)
+        pid = os.fork()
+        if pid == 0:  # the child
+            code = 1
+            try:
+                os.setpgid(0, 0)
+                _prctl(PR_SET_PDEATHSIG, signal.SIGKILL)  # never outlive the server
+                self.control.close()
+                worker_end.close()
+                code = run_child(child_end, self.max_tasks)
+            finally:
+                os._exit(code)
+        child_end.close()
         try:
-            control.close()
-            worker_end.close()
-            code = run_child(child_end, max_tasks)
-        finally:
-            os._exit(code)
-    child_end.close()
-    protocol.send_packet(control, ("child", pid), [worker_end.fileno()])
-    worker_end.close()
-    return pid
+            os.setpgid(pid, pid)  # both sides set it: no instant where the child is in our group
+        except OSError:
+            pass
+        cgroup = self._cgroup_for(pid)
+        self.children[pid] = cgroup
+        described = None if cgroup is None else (cgroup.version, str(cgroup.path))
+        protocol.send_packet(self.control, ("child", pid, described), [worker_end.fileno()])
+        worker_end.close()
+        return pid
+
+    def _cgroup_for(self, pid: int) -> Cgroup | None:
+        if self.root is None:
+            return None
+        try:
+            cgroup = self.root.child(f"child.{pid}")
+            if self.memory_limit_mib > 0:
+                cgroup.set_limit(self.memory_limit_mib)
+            cgroup.add(pid)
+            return cgroup
+        except OSError as e:
+            logger.warning("Could not give child %d its own memory cgroup (%s); its memory is polled", pid, e)
+            return None
+
+    def kill_tree(self, pid: int) -> None:
+        """SIGKILL child ``pid``'s process group and cgroup, if the child is still ours (not reaped)."""
+        if pid not in self.children:
+            return  # already reaped: its tree was killed then, and the pid may be reused
+        try:
+            os.killpg(pid, signal.SIGKILL)
+        except (ProcessLookupError, PermissionError):
+            pass
+        cgroup = self.children[pid]
+        if cgroup is not None:
+            cgroup.kill()
+
+    def reap(self) -> None:
+        """Reap every exited process: for a task child, kill its leftovers first and report its end."""
+        while True:
+            try:
+                info = os.waitid(os.P_ALL, 0, os.WEXITED | os.WNOHANG | os.WNOWAIT)
+            except ChildProcessError:
+                info = None
+            if info is None or info.si_pid == 0:
+                break
+            pid = info.si_pid
+            if pid in self.children:
+                self.kill_tree(pid)  # the zombie still holds the pid: the group cannot be someone else's
+            _, status = os.waitpid(pid, 0)
+            if pid in self.children:
+                cgroup = self.children.pop(pid)
+                details: dict[str, float | int | None] = {"oom_kills": 0, "peak_mib": None}
+                if cgroup is not None:
+                    details = {"oom_kills": cgroup.oom_kills(), "peak_mib": cgroup.peak_mib()}
+                    self.unremoved.append(cgroup)
+                protocol.send_packet(self.control, ("exit", pid, status, details))
+        self.unremoved = [c for c in self.unremoved if not c.remove()]
+
+    def shutdown(self) -> None:
+        """Kill every child's tree, reap them for a while, and remove the cgroups."""
+        for pid in list(self.children):
+            self.kill_tree(pid)
+        deadline = time.monotonic() + SHUTDOWN_REAP_S
+        while time.monotonic() < deadline:
+            try:
+                pid, _ = os.waitpid(-1, os.WNOHANG)
+            except ChildProcessError:
+                break
+            if pid == 0:
+                time.sleep(0.005)
+            else:
+                cgroup = self.children.pop(pid, None)
+                if cgroup is not None:
+                    self.unremoved.append(cgroup)
+        for cgroup in self.unremoved:
+            cgroup.remove()
+        if self.root is not None:
+            for leftover in self.root.path.glob("child.*"):
+                Cgroup(self.root.version, leftover).kill()
+                Cgroup(self.root.version, leftover).remove()
+            self.root.remove()
 
 
 class _TaskLogHandler(logging.Handler):
@@ -204,6 +324,8 @@ def run_child(sock: socket.socket, max_tasks: int) -> int:
             return 0
         actor_name, args, kwargs, context = request
         started = time.monotonic()
+        task_api.bind(sock, log_handler.lock, context)
+        context = {k: v for k, v in context.items() if k != task_api.ATTEMPT_KEY}
         try:
             _set_current_message(context)
             value = registry.lookup(actor_name).fn(*args, **kwargs)

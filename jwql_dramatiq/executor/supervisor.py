@@ -2,7 +2,10 @@
 
 :class:`Executor` starts the fork server, keeps the idle child it forks ahead, and runs each
 task in a child: it sends the call, relays the child's log lines, and enforces the hard
-limits from outside the child while it waits. Waiting is a ``select`` on the child's socket,
+limits from outside the child while it waits: the time limit, and the memory limit of the
+child's whole process tree (its cgroup's, or the sum of its processes' PSS; see :mod:`.memory`).
+Every kill is asked of the fork server, which reaps the child and so is the only process that
+may kill it (:mod:`.forkserver`). Waiting is a ``select`` on the child's socket,
 so the worker holds no GIL while a task runs and its heartbeats go on whatever the child does
 (Dramatiq issue #692).
 """
@@ -18,12 +21,17 @@ import threading
 import time
 from collections import deque
 from dataclasses import dataclass
-from typing import Any
+from pathlib import Path
+from typing import Any, Callable, NoReturn
 
 from ..errors import ChildDied, ExecutorError, MemoryLimitExceeded, TaskRevoked, TimeLimitExceeded
 from ..results import TaskResultFailure
 from . import protocol
+from .attempts import Attempt, MemoryKill, memory_failure_text, remove_tracked, retry_cores
+from .cgroup import Cgroup
 from .forkserver import serve
+from .memory import TreeMemory
+from .task import ATTEMPT_KEY
 
 logger = logging.getLogger(__name__)
 
@@ -41,7 +49,9 @@ EXITS_KEPT = 256
 class _Child:
     pid: int
     sock: socket.socket
+    cgroup: Cgroup | None = None
     tasks_done: int = 0
+    reaped: bool = False
 
 
 def describe_status(status: int | None) -> str:
@@ -78,38 +88,55 @@ class Executor:
     max_tasks_per_child : int
         Tasks a child runs before it is replaced (at least 1).
     time_limit_for : callable
-        ``time_limit_for(actor_name) -> seconds``.
+        ``time_limit_for(actor_name) -> seconds``, for all of a task's attempts together.
     memory_limit_mib : float
-        Resident-memory limit per child; 0 for none.
+        Memory limit per task, for its whole process tree, in MiB; 0 for none.
     preload_modules : list of str
         Modules the fork server imports once.
     warm_up : bool
         Whether the fork server runs one tiny pipeline job before freezing its heap.
     work_dir : str
         Scratch directory for the warm-up.
+    memory_method : {"auto", "cgroup", "v2", "v1", "poll"}
+        How task memory is limited and measured: a cgroup per child where the host allows one
+        (``auto``), or polling the tree's PSS (``poll``).
+    on_progress : callable, optional
+        ``on_progress(message_id, fields)``: called as attempts start and end, with the fields
+        ``attempt``, ``max_cores``, ``memory_peak_mib``, ``memory_method`` and ``attempts``
+        (for the task's recorded state). Errors it raises are logged and ignored.
     """
 
     def __init__(self, *, max_tasks_per_child: int, time_limit_for, memory_limit_mib: float = 0.0,
-                 preload_modules: list[str] | None = None, warm_up: bool = False, work_dir: str = "/tmp") -> None:
+                 preload_modules: list[str] | None = None, warm_up: bool = False, work_dir: str = "/tmp",
+                 memory_method: str = "auto", on_progress: Callable[[str, dict[str, Any]], None] | None = None) -> None:
         self.max_tasks_per_child = max(1, max_tasks_per_child)
         self.time_limit_for = time_limit_for
         self.memory_limit_mib = memory_limit_mib
         self.preload_modules = preload_modules or []
         self.warm_up = warm_up
         self.work_dir = work_dir
+        self.requested_memory_method = memory_method
+        self.on_progress = on_progress
+        #: How task memory is limited and measured, once the fork server is ready (see :mod:`.memory`).
+        self.memory_method = ""
+        #: Why no cgroup is used, when polling ("" with a cgroup).
+        self.memory_method_reason = ""
         self.server_pid: int | None = None
         self.children_started = 0
         self.tasks_run = 0
         self._control: socket.socket | None = None
         self._idle: deque[_Child] = deque()
-        self._exits: dict[int, int] = {}
+        self._exits: dict[int, tuple[int, dict[str, Any]]] = {}
         self._cond = threading.Condition()
         self._ready = False
         self._closed = False
         self._current: _Child | None = None
         self._kill_reason: str | None = None
-        #: ``{"elapsed_s", "peak_rss_mib"}`` of the last task that replied.
-        self.last_stats: dict[str, float] = {}
+        self._attempt_over = threading.Event()
+        self._attempt_over.set()
+        #: Stats of the last task that ended: ``elapsed_s``, ``peak_rss_mib`` (the child alone),
+        #: ``memory_peak_mib`` (its whole tree), ``memory_method``, ``attempt``, ``max_cores``, ``attempts``.
+        self.last_stats: dict[str, Any] = {}
 
     # -- life cycle ---------------------------------------------------------------------------
 
@@ -120,7 +147,8 @@ class Executor:
         if pid == 0:
             ours.close()
             try:
-                serve(theirs, self.preload_modules, self.warm_up, self.work_dir, self.max_tasks_per_child)
+                serve(theirs, self.preload_modules, self.warm_up, self.work_dir, self.max_tasks_per_child,
+                      self.memory_limit_mib, self.requested_memory_method)
             finally:
                 os._exit(1)
         theirs.close()
@@ -128,7 +156,7 @@ class Executor:
         threading.Thread(target=self._read_control, name="executor-control", daemon=True).start()
 
     def close(self) -> None:
-        """Stop the fork server (which kills its children) and reap it. Safe to call twice."""
+        """Stop the fork server (which kills its children's trees) and reap it. Safe to call twice."""
         with self._cond:
             self._closed = True
             for child in self._idle:
@@ -147,7 +175,7 @@ class Executor:
             deadline = time.monotonic() + SERVER_EXIT_WAIT_S
             while os.waitpid(server_pid, os.WNOHANG) == (0, 0):
                 if time.monotonic() > deadline:
-                    os.kill(server_pid, signal.SIGKILL)
+                    os.kill(server_pid, signal.SIGKILL)  # our own child, not yet reaped: its pid is ours
                     os.waitpid(server_pid, 0)
                     break
                 time.sleep(0.01)
@@ -164,7 +192,7 @@ class Executor:
             return self._ready
 
     def kill_current(self, reason: str = "killed") -> int | None:
-        """SIGKILL the child running a task now, if any, and return its pid.
+        """Have the fork server SIGKILL the tree of the child running a task now, if any; return its pid.
 
         Parameters
         ----------
@@ -175,18 +203,20 @@ class Executor:
         if child is None:
             return None
         self._kill_reason = reason
-        self._kill(child)
+        self._kill(child, reason)
         return child.pid
 
     def stop_now(self) -> None:
-        """Kill the running child and stop the fork server, for an immediate shutdown.
+        """Kill the running child's tree and stop the fork server, for an immediate shutdown.
 
-        The thread waiting on the killed child then never reports a result: the message was put
-        back on the queue and the process is about to exit.
+        Returns once the task's announced directories are removed (or after
+        :data:`EXIT_STATUS_WAIT_S`). The thread waiting on the killed child then never reports a
+        result: the message is put back on the queue and the process is about to exit.
         """
         self._kill_reason = "stop_now"
         self.kill_current("stop_now")
         self.close()
+        self._attempt_over.wait(EXIT_STATUS_WAIT_S)
 
     def _read_control(self) -> None:
         control = self._control
@@ -206,21 +236,27 @@ class Executor:
                 (kind, *rest), fds = packet
                 if kind == "ready":
                     self._ready = True
-                    logger.info("Fork server %s ready: preload and warm-up took %.2f s.", self.server_pid, rest[0])
+                    self.memory_method = rest[1]["method"]
+                    self.memory_method_reason = rest[1]["reason"]
+                    logger.info("Fork server %s ready: preload and warm-up took %.2f s; task memory %s by %s%s.",
+                                self.server_pid, rest[0], "limited to %g MiB per task" % self.memory_limit_mib
+                                if self.memory_limit_mib > 0 else "measured", self.memory_method,
+                                f" ({self.memory_method_reason})" if self.memory_method_reason else "")
                 elif kind == "child":
                     self.children_started += 1
-                    self._idle.append(_Child(rest[0], socket.socket(fileno=fds[0])))
+                    cgroup = None if rest[1] is None else Cgroup(rest[1][0], Path(rest[1][1]))
+                    self._idle.append(_Child(rest[0], socket.socket(fileno=fds[0]), cgroup))
                 elif kind == "exit":
-                    self._exits[rest[0]] = rest[1]
+                    self._exits[rest[0]] = (rest[1], rest[2])
                     while len(self._exits) > EXITS_KEPT:  # normal retirements are never asked about
                         del self._exits[next(iter(self._exits))]
                 self._cond.notify_all()
 
-    def _request_child(self) -> None:
+    def _send_control(self, packet: tuple) -> None:
         control = self._control
         if control is None:
             raise ExecutorError("the executor is closed")
-        protocol.send_packet(control, ("spawn",))
+        protocol.send_packet(control, packet)
 
     def _take_child(self) -> _Child:
         with self._cond:
@@ -230,37 +266,98 @@ class Executor:
                 self._cond.wait(1.0)
             return self._idle.popleft()
 
-    def _exit_status(self, pid: int) -> int | None:
+    def _exit_status(self, pid: int) -> tuple[int | None, dict[str, Any]]:
         deadline = time.monotonic() + EXIT_STATUS_WAIT_S
         with self._cond:
             while pid not in self._exits and time.monotonic() < deadline and not self._closed:
                 self._cond.wait(0.05)
-            return self._exits.pop(pid, None)
+            return self._exits.pop(pid, (None, {}))
 
     # -- running tasks ------------------------------------------------------------------------
 
     def run(self, actor_name: str, args: tuple, kwargs: dict, context: dict[str, Any]) -> Any:
-        """Run one task in a child and return its value.
+        """Run one task in a child, again with fewer cores after a memory kill, and return its value.
 
         Raises
         ------
         TaskResultFailure
             The task raised; carries the original type, message and traceback.
-        TimeLimitExceeded, MemoryLimitExceeded
-            The child was killed for going past a limit.
+        TimeLimitExceeded
+            The child's tree was killed for going past the time limit.
+        MemoryLimitExceeded
+            Every attempt was killed for memory (see :mod:`.attempts`).
         ChildDied
-            The child died (signal or exit code) before replying.
+            The child died (signal or exit code) before replying, for a reason other than memory.
         """
+        message_id = context.get("message_id")
+        deadline = time.monotonic() + self.time_limit_for(actor_name)
+        attempts: list[Attempt] = []
+        cores: str | None = None
+        while True:
+            attempt = Attempt(len(attempts) + 1, max_cores=cores)
+            attempts.append(attempt)
+            self._progress(message_id, attempt=attempt.attempt, max_cores=cores or "")
+            try:
+                kind, payload, stats = self._run_attempt(actor_name, args, kwargs, context, deadline, attempt)
+            except MemoryKill as kill:
+                attempt.outcome = f"killed by {kill.by}"
+                self._record(message_id, attempts, {"elapsed_s": None, "peak_rss_mib": None})
+                cores = retry_cores(attempt)
+                if cores is None or time.monotonic() >= deadline:
+                    raise MemoryLimitExceeded(memory_failure_text(actor_name, message_id, self.memory_limit_mib,
+                                                                  attempts)) from None
+                logger.warning("Task %s (%s) %s; running it again in a fresh child with maximum_cores=%s.",
+                               message_id, actor_name, attempt.words(), cores)
+                continue
+            attempt.outcome = kind
+            self._record(message_id, attempts, stats)
+            logger.info("Task %s (%s) finished in child %d: %.3f s, peak %.1f MiB for its process tree (%s), "
+                        "attempt %d.", message_id, actor_name, attempt.pid, stats["elapsed_s"],
+                        attempt.memory_peak_mib, attempt.memory_method, attempt.attempt)
+            if kind == "ok":
+                return payload
+            raise TaskResultFailure(payload["type"], payload["msg"], payload["traceback"], message_id)
+
+    def _record(self, message_id: str | None, attempts: list[Attempt], stats: dict[str, Any]) -> None:
+        last = attempts[-1]
+        self.last_stats = {**stats, "memory_peak_mib": round(last.memory_peak_mib, 1),
+                           "memory_method": last.memory_method, "attempt": last.attempt,
+                           "max_cores": last.max_cores, "attempts": [a.summary() for a in attempts]}
+        self._progress(message_id, attempt=last.attempt, max_cores=last.max_cores or "",
+                       memory_peak_mib=round(max(a.memory_peak_mib for a in attempts), 1),
+                       memory_method=last.memory_method, attempts=[a.summary() for a in attempts])
+
+    def _progress(self, message_id: str | None, **fields: Any) -> None:
+        if self.on_progress is None or message_id is None:
+            return
+        try:
+            self.on_progress(message_id, fields)
+        except Exception:
+            logger.exception("Could not record the progress of task %s", message_id)
+
+    def _run_attempt(self, actor_name: str, args: tuple, kwargs: dict, context: dict[str, Any], deadline: float,
+                     attempt: Attempt) -> tuple[str, Any, dict[str, Any]]:
         child = self._take_child()
+        attempt.pid = child.pid
         last_task = child.tasks_done + 1 >= self.max_tasks_per_child
         if last_task:
-            self._request_child()  # fork the replacement while this task runs
+            self._send_control(("spawn",))  # fork the replacement while this task runs
         self._current, self._kill_reason = child, None
+        self._attempt_over.clear()
+        memory = TreeMemory(child.pid, child.cgroup)
+        attempt.memory_method = memory.method
+        context = {**context, ATTEMPT_KEY: {"attempt": attempt.attempt, "max_cores": attempt.max_cores}}
         try:
             protocol.send_frame(child.sock, (actor_name, args, kwargs, context))
-            reply = self._wait_reply(child, actor_name, context.get("message_id"))
-        except BaseException:
+            reply = self._wait_reply(child, actor_name, context.get("message_id"), deadline, memory, attempt)
+        except BaseException as e:
             self._discard(child, replace=not last_task)
+            if not child.reaped:
+                self._exit_status(child.pid)  # the tree is dead once its leader is reaped
+            remove_tracked(attempt)
+            self._attempt_over.set()
+            if isinstance(e, _StopNow):
+                threading.Event().wait()  # the process exits under us; report nothing
             raise
         finally:
             self._current = None
@@ -271,61 +368,113 @@ class Executor:
         else:
             with self._cond:
                 self._idle.appendleft(child)
-        kind, payload, self.last_stats = reply
-        logger.info("Task %s (%s) finished in child %d: %.3f s, peak RSS %.1f MiB.", context.get("message_id"),
-                    actor_name, child.pid, self.last_stats["elapsed_s"], self.last_stats["peak_rss_mib"])
-        if kind == "ok":
-            return payload
-        raise TaskResultFailure(payload["type"], payload["msg"], payload["traceback"], context.get("message_id"))
+        memory.sample()
+        attempt.memory_peak_mib = memory.peak_mib
+        remove_tracked(attempt)
+        self._attempt_over.set()
+        return reply
 
     def _discard(self, child: _Child, replace: bool) -> None:
-        try:
-            os.kill(child.pid, signal.SIGKILL)
-        except ProcessLookupError:
-            pass
+        self._kill(child, "discarded")
         child.sock.close()
         if replace:
-            self._request_child()
+            try:
+                self._send_control(("spawn",))
+            except ExecutorError:
+                pass
 
-    def _wait_reply(self, child: _Child, actor_name: str, message_id: str | None) -> tuple[str, Any]:
+    def _wait_reply(self, child: _Child, actor_name: str, message_id: str | None, deadline: float,
+                    memory: TreeMemory, attempt: Attempt) -> tuple[str, Any, dict[str, Any]]:
         limit_s = self.time_limit_for(actor_name)
-        started = time.monotonic()
+        started = deadline - limit_s  # the task's first attempt started then
         task_logger = logging.getLogger(f"jwql_dramatiq.task.{actor_name}")
+        next_sample = 0.0
         while True:
-            elapsed = time.monotonic() - started
-            if elapsed >= limit_s:
-                self._kill(child)
+            now = time.monotonic()
+            if now >= deadline:
+                self._kill(child, "time limit")
+                self._drain(child, attempt, task_logger, message_id, actor_name)
                 raise TimeLimitExceeded(
                     f"{actor_name} ({message_id}) ran past its time limit of {limit_s:g} s "
-                    f"and was killed after {elapsed:.2f} s")
-            if self.memory_limit_mib > 0:
-                rss = rss_mib(child.pid)
-                if rss > self.memory_limit_mib:
-                    self._kill(child)
-                    raise MemoryLimitExceeded(
-                        f"{actor_name} ({message_id}) reached {rss:.1f} MiB resident, past its memory limit "
-                        f"of {self.memory_limit_mib:g} MiB, and was killed")
-            readable, _, _ = select.select([child.sock], [], [], min(CHECK_INTERVAL_S, limit_s - elapsed))
+                    f"and was killed after {now - started:.2f} s")
+            if now >= next_sample:
+                next_sample = now + memory.interval_s
+                used = memory.sample()
+                attempt.memory_peak_mib = memory.peak_mib
+                by = None
+                if memory.oom_killed():
+                    by = "the OOM killer in its cgroup"
+                elif self.memory_limit_mib > 0 and used > self.memory_limit_mib:
+                    by = f"the worker at {used:.1f} MiB"
+                if by is not None:
+                    self._kill(child, "memory")
+                    self._drain(child, attempt, task_logger, message_id, actor_name)
+                    raise MemoryKill(by, memory.peak_mib, memory.method)
+            readable, _, _ = select.select([child.sock], [], [], min(CHECK_INTERVAL_S, max(0.0, deadline - now)))
             if not readable:
                 continue
             frame = protocol.recv_frame(child.sock)
             if frame is None:
-                if self._kill_reason == "stop_now":
-                    threading.Event().wait()  # the process exits under us; report nothing
-                if self._kill_reason == "revoked":
-                    raise TaskRevoked(f"task {message_id} ({actor_name}) was revoked and its child "
-                                      f"(PID {child.pid}) killed")
-                status = self._exit_status(child.pid)
-                raise ChildDied(f"the child (PID {child.pid}) running {actor_name} ({message_id}) "
-                                f"{describe_status(status)} before returning a result")
-            if frame[0] == "log":
-                _, name, level, text = frame
-                task_logger.log(level, "[%s] [%s] [%s] %s", message_id, actor_name, name, text)
-                continue
-            return frame
+                self._ended(child, actor_name, message_id, memory, attempt)
+            if not self._handle_frame(frame, attempt, task_logger, message_id, actor_name):
+                return frame
 
-    def _kill(self, child: _Child) -> None:
+    def _ended(self, child: _Child, actor_name: str, message_id: str | None, memory: TreeMemory,
+               attempt: Attempt) -> NoReturn:
+        """The child's socket closed before a reply: say why, as an exception."""
+        if self._kill_reason == "stop_now":
+            raise _StopNow()
+        if self._kill_reason == "revoked":
+            raise TaskRevoked(f"task {message_id} ({actor_name}) was revoked and its child "
+                              f"(PID {child.pid}) killed with its process tree")
+        status, details = self._exit_status(child.pid)
+        child.reaped = True
+        attempt.memory_peak_mib = max(memory.peak_mib, details.get("peak_mib") or 0.0)
+        killed = status is not None and os.WIFSIGNALED(status) and os.WTERMSIG(status) == signal.SIGKILL
+        if details.get("oom_kills") or memory.oom_killed():
+            raise MemoryKill("the OOM killer in its cgroup", attempt.memory_peak_mib, memory.method)
+        if killed and memory.host_oom_since_start():
+            raise MemoryKill("the host's OOM killer", attempt.memory_peak_mib, memory.method)
+        raise ChildDied(f"the child (PID {child.pid}) running {actor_name} ({message_id}) "
+                        f"{describe_status(status)} before returning a result")
+
+    def _handle_frame(self, frame: tuple, attempt: Attempt, task_logger: logging.Logger, message_id: str | None,
+                      actor_name: str) -> bool:
+        """Act on a log line or an announcement; False for a reply."""
+        if frame[0] == "log":
+            _, name, level, text = frame
+            task_logger.log(level, "[%s] [%s] [%s] %s", message_id, actor_name, name, text)
+        elif frame[0] == "track":
+            attempt.tracked_dirs.append(frame[1])
+        elif frame[0] == "note":
+            if frame[1].get("max_cores"):
+                attempt.max_cores = frame[1]["max_cores"]
+        else:
+            return False
+        return True
+
+    def _drain(self, child: _Child, attempt: Attempt, task_logger: logging.Logger, message_id: str | None,
+               actor_name: str) -> None:
+        """After a kill: read what the child sent before it died (announced directories above all)."""
+        deadline = time.monotonic() + EXIT_STATUS_WAIT_S
+        while time.monotonic() < deadline:
+            readable, _, _ = select.select([child.sock], [], [], CHECK_INTERVAL_S)
+            if readable:
+                try:
+                    frame = protocol.recv_frame(child.sock)
+                except (OSError, EOFError, ValueError):
+                    return
+                if frame is None:
+                    return
+                self._handle_frame(frame, attempt, task_logger, message_id, actor_name)
+
+    def _kill(self, child: _Child, reason: str) -> None:
+        """Ask the fork server, which reaps the child, to kill its whole tree."""
         try:
-            os.kill(child.pid, signal.SIGKILL)
-        except ProcessLookupError:
-            pass
+            self._send_control(("kill", child.pid, reason))
+        except (ExecutorError, OSError):
+            pass  # the server is gone or going: it kills every child's tree as it exits
+
+
+class _StopNow(BaseException):
+    """Internal: the worker is stopping now; the task's thread must report nothing."""
