@@ -26,7 +26,11 @@ SHORT = "jw09999001001_01101_00001_nrca1"
 UNCAL_NAME = f"{SHORT}_uncal.fits"
 SLOPE_DN_PER_GROUP = 50.0
 NIRCAM_ALL = ["dq_init", "saturation", "superbias", "refpix", "linearity", "persistence", "dark_current",
-              "jump", "rate"]
+              "charge_migration", "jump", "picture_frame", "clean_flicker_noise", "rate", "gain_scale"]
+# "all" makes a product for each step that runs: jwst 3.0 skips persistence, charge_migration,
+# picture_frame and clean_flicker_noise by default.
+NIRCAM_PRODUCTS = ["dq_init", "saturation", "superbias", "refpix", "linearity", "dark_current", "jump", "rate",
+                   "gain_scale"]
 ENV_KEYS = ("CRDS_PATH", "CRDS_SERVER_URL", "CRDS_CONTEXT", "STPIPE_DISABLE_CRDS_STEPPARS", "MPLCONFIGDIR")
 JUMP_DET = 4
 
@@ -156,7 +160,8 @@ def test_merge_step_args_merges_per_step_without_mutating() -> None:
 def test_resume_skips_up_to_last_completed_step() -> None:
     header = {"S_DQINIT": "COMPLETE", "S_DARK": "COMPLETE", "S_JUMP": "SKIPPED"}
     assert steps.completed_steps(header) == {"dq_init", "dark_current"}
-    assert steps.steps_to_run("nircam", steps.completed_steps(header)) == ["jump", "rate"]
+    assert steps.steps_to_run("nircam", steps.completed_steps(header)) == [
+        "charge_migration", "jump", "picture_frame", "clean_flicker_noise", "rate", "gain_scale"]
     assert steps.steps_to_run("nircam", set()) == NIRCAM_ALL
 
 
@@ -240,7 +245,7 @@ def test_short_name_from_path() -> None:
 @pytest.mark.timeout(120)
 def test_cal_all_writes_every_product(cal_all: dict[str, Any]) -> None:
     result, root = cal_all["result"], cal_all["root"]
-    assert list(result) == [*NIRCAM_ALL, "rateints"]
+    assert list(result) == [*NIRCAM_PRODUCTS, "rateints"]
     for ext, path in result.items():
         assert path == str(root / "out" / f"{SHORT}_{ext}.fits")
         assert Path(path).is_file()
@@ -302,7 +307,7 @@ def test_cal_resumes_from_header_keywords(cal_all: dict[str, Any], data: dict[st
     dark.write_bytes(Path(cal_all["result"]["dark_current"]).read_bytes())
     result = run_calwebb_detector1(dark, SHORT, "all", "nircam", tmp_path / "work", tmp_path / "out",
                                    step_args=cal_args(data), max_cores="none")
-    assert list(result) == ["jump", "rate"]
+    assert list(result) == ["jump", "rate", "gain_scale"]
     with pytest.raises(BadInput, match="'refpix' cannot be produced.*already done"):
         run_calwebb_detector1(dark, SHORT, "refpix", "nircam", tmp_path / "work", tmp_path / "out")
 

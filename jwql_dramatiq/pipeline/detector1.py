@@ -28,7 +28,7 @@ from typing import Any
 from jwql_dramatiq.errors import BadInput, PipelineError
 from jwql_dramatiq.pipeline import files
 from jwql_dramatiq.pipeline.guard import jwst_call, run_with_core_backoff, validate_max_cores
-from jwql_dramatiq.pipeline.specs import check_step_args_against_specs, step_class
+from jwql_dramatiq.pipeline.specs import check_step_args_against_specs, skipped_by_default, step_class
 from jwql_dramatiq.pipeline.steps import (
     JUMP_OUTPUTS,
     RATEINTS,
@@ -46,8 +46,10 @@ logger = logging.getLogger(__name__)
 #: Cosmic-ray rejection threshold of the save-jump path, sigma (jwst's default, 4, is too low for jwql).
 JUMP_REJECTION_THRESHOLD_SIGMA = 15.0
 
-#: Steps already done in a ``*_dark.fits`` input, skipped by the save-jump path (Detector1 aliases).
-DARK_INPUT_SKIPS_MIRI: tuple[str, ...] = ("group_scale", "dq_init", "saturation", "ipc", "firstframe",
+#: Steps already done in a ``*_dark.fits`` input, skipped by the save-jump path (Detector1 aliases):
+#: every step Detector1 runs before ``dark_current`` (jwst 3.0 order; for MIRI ``refpix``
+#: comes after the dark, and for every instrument the steps from ``charge_migration`` on do too).
+DARK_INPUT_SKIPS_MIRI: tuple[str, ...] = ("group_scale", "dq_init", "emicorr", "saturation", "ipc", "firstframe",
                                           "lastframe", "reset", "linearity", "rscd")
 DARK_INPUT_SKIPS_NEAR_IR: tuple[str, ...] = ("group_scale", "dq_init", "saturation", "ipc", "superbias",
                                              "refpix", "linearity")
@@ -119,7 +121,7 @@ def run_calwebb_detector1(
     cores = validate_max_cores(max_cores)
     info = files.inspect_input(input_path)
     _check_instrument_matches(info, inst)
-    plan = [s for s in steps_to_run(inst, info.completed) if not is_skipped(args, s)]
+    plan = [s for s in steps_to_run(inst, info.completed) if _will_run(s, args)]
     outputs = _producible_outputs(ext_or_exts, requested, plan, inst, info, args)
     last_needed = max(plan.index(_step_of(ext)) for ext in outputs)
     plan = plan[: last_needed + 1]
@@ -356,6 +358,13 @@ def _save(model: Any, path: Path) -> Path:
     return path
 
 
+def _will_run(step: str, args: Mapping[str, Mapping[str, Any]]) -> bool:
+    """A step runs unless step_args skip it, or jwst skips it by default and step_args do not say skip=False."""
+    if is_skipped(args, step):
+        return False
+    return args.get(step, {}).get("skip") is False or not skipped_by_default(step, "cal")
+
+
 def _step_of(ext: str) -> str:
     return "rate" if ext == RATEINTS else ext
 
@@ -373,6 +382,9 @@ def _producible_outputs(ext_or_exts: object, requested: list[str], plan: list[st
             continue
         if is_skipped(args, step):
             reason = f"step {step!r} is skipped by step_args"
+        elif step in steps_to_run(inst, info.completed) and not _will_run(step, args):
+            reason = (f"step {step!r} is skipped by jwst's default (its spec says skip=True); "
+                      f"pass step_args {{{step!r}: {{'skip': false}}}} to run it")
         elif step not in pipeline_steps(inst):
             reason = f"step {step!r} is not run for {inst}"
         else:

@@ -128,3 +128,34 @@ def _is_int(value: object) -> bool:
 
 def _is_number(value: object) -> bool:
     return isinstance(value, int | float) and not isinstance(value, bool)
+
+
+def skipped_by_default(step: str, pipeline: str = "cal") -> bool:
+    """Return True when jwst's own spec for the step says ``skip = boolean(default=True)``.
+
+    ``Step.call`` runs a standalone step even then (stpipe resets ``skip`` to False), so
+    the step-by-step path asks this to keep jwst's default, as ``Detector1Pipeline`` does.
+
+    Parameters
+    ----------
+    step : str
+        jwql step name (``pipeline="cal"``) or Detector1 alias (``pipeline="jump"``).
+    pipeline : {"cal", "jump"}
+        Which naming ``step`` uses.
+
+    Returns
+    -------
+    bool
+
+    Raises
+    ------
+    BadInput
+        If the step is unknown for the pipeline.
+    """
+    from configobj.validate import Validator
+
+    spec = step_class(step, pipeline).load_spec_file()
+    if "skip" not in spec:
+        return False
+    _name, _args, _kwargs, default = Validator()._parse_with_caching(spec["skip"])
+    return str(default).strip().lower() == "true"

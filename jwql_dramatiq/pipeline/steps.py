@@ -31,8 +31,11 @@ logger = logging.getLogger(__name__)
 
 #: jwql step name -> jwst step class name (importable from ``jwst.<module>``); see :data:`STEP_MODULES`.
 PIPELINE_STEP_MAPPING: dict[str, str] = {
+    "charge_migration": "ChargeMigrationStep",
+    "clean_flicker_noise": "CleanFlickerNoiseStep",
     "dq_init": "DQInitStep",
     "dark_current": "DarkCurrentStep",
+    "emicorr": "EmiCorrStep",
     "firstframe": "FirstFrameStep",
     "gain_scale": "GainScaleStep",
     "group_scale": "GroupScaleStep",
@@ -41,6 +44,7 @@ PIPELINE_STEP_MAPPING: dict[str, str] = {
     "lastframe": "LastFrameStep",
     "linearity": "LinearityStep",
     "persistence": "PersistenceStep",
+    "picture_frame": "PictureFrameStep",
     "rate": "RampFitStep",
     "refpix": "RefPixStep",
     "reset": "ResetStep",
@@ -51,8 +55,11 @@ PIPELINE_STEP_MAPPING: dict[str, str] = {
 
 #: jwql step name -> the jwst subpackage that exports its step class.
 STEP_MODULES: dict[str, str] = {
+    "charge_migration": "jwst.charge_migration",
+    "clean_flicker_noise": "jwst.clean_flicker_noise",
     "dq_init": "jwst.dq_init",
     "dark_current": "jwst.dark_current",
+    "emicorr": "jwst.emicorr",
     "firstframe": "jwst.firstframe",
     "gain_scale": "jwst.gain_scale",
     "group_scale": "jwst.group_scale",
@@ -61,6 +68,7 @@ STEP_MODULES: dict[str, str] = {
     "lastframe": "jwst.lastframe",
     "linearity": "jwst.linearity",
     "persistence": "jwst.persistence",
+    "picture_frame": "jwst.picture_frame",
     "rate": "jwst.ramp_fitting",
     "refpix": "jwst.refpix",
     "reset": "jwst.reset",
@@ -82,18 +90,21 @@ JWQL_TO_DETECTOR1_ALIAS: dict[str, str] = {"rate": "ramp_fit"}
 #: Instrument names, lower case, as jwql passes them.
 INSTRUMENTS: tuple[str, ...] = ("fgs", "miri", "nircam", "niriss", "nirspec")
 
-#: Per-instrument order of the "cal" path (jwql ``get_pipeline_steps``; ``ipc`` is never run).
+#: Per-instrument order of the "cal" path (jwql 2.0.3 ``get_pipeline_steps``; ``ipc`` is never run).
+#: Steps jwst skips by default (``skip = boolean(default=True)`` in their spec: emicorr,
+#: firstframe, persistence, charge_migration, picture_frame, clean_flicker_noise in jwst 3.0)
+#: are listed but only run when ``step_args`` set ``"skip": false``.
 MIRI_STEPS: tuple[str, ...] = (
-    "group_scale", "dq_init", "saturation", "firstframe", "lastframe", "reset", "linearity",
-    "rscd", "dark_current", "refpix", "jump", "rate", "gain_scale",
+    "group_scale", "dq_init", "emicorr", "saturation", "firstframe", "lastframe", "reset", "linearity",
+    "rscd", "dark_current", "refpix", "jump", "clean_flicker_noise", "rate", "gain_scale",
 )
 NIRSPEC_STEPS: tuple[str, ...] = (
     "group_scale", "dq_init", "saturation", "superbias", "refpix", "linearity", "dark_current",
-    "jump", "rate",
+    "charge_migration", "jump", "picture_frame", "clean_flicker_noise", "rate", "gain_scale",
 )
 NEAR_IR_STEPS: tuple[str, ...] = (
     "dq_init", "saturation", "superbias", "refpix", "linearity", "persistence", "dark_current",
-    "jump", "rate",
+    "charge_migration", "jump", "picture_frame", "clean_flicker_noise", "rate", "gain_scale",
 )
 
 #: Header keyword -> jwql step name; a value of ``"COMPLETE"`` means the step was done.
@@ -114,6 +125,10 @@ PIPE_KEYWORDS: dict[str, str] = {
     "S_JUMP": "jump",
     "S_RAMP": "rate",
     "S_GANSCL": "gain_scale",
+    "S_MIREMI": "emicorr",
+    "S_CHGMIG": "charge_migration",
+    "S_PCTFRM": "picture_frame",
+    "S_CLNFNS": "clean_flicker_noise",
 }
 
 #: Products of the save-jump path, in the order the original returned them.
