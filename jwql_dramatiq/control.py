@@ -106,6 +106,11 @@ class WorkerInfo:
         It recorded a clean stop.
     stopping : bool
         A graceful shutdown was requested and it has not stopped yet.
+    memory_method : str
+        How its tasks' memory is limited and measured (``cgroup-v2``, ``cgroup-v1``, ``poll-pss``);
+        ``""`` for in-process workers.
+    memory_limit_mib : float
+        Its memory limit per task, in MiB (0: none).
     """
 
     worker_id: str
@@ -122,6 +127,8 @@ class WorkerInfo:
     children_recycled: int
     stopped: bool
     stopping: bool = False
+    memory_method: str = ""
+    memory_limit_mib: float = 0.0
 
     @property
     def condition(self) -> str:
@@ -178,7 +185,8 @@ def list_workers(client: redis.Redis, namespace: str, heartbeat_timeout_s: float
             current_message=data.get("current_message", ""), current_actor=data.get("current_actor", ""),
             current_since=float(data["current_since"]) if data.get("current_since") else None,
             tasks_done=int(data.get("tasks_done", 0)), children_recycled=int(data.get("children_recycled", 0)),
-            stopped=stopped, stopping=bool(data.get("stopping_at"))))
+            stopped=stopped, stopping=bool(data.get("stopping_at")), memory_method=data.get("memory_method", ""),
+            memory_limit_mib=float(data.get("memory_limit_mib") or 0)))
     if gone:
         client.srem(workers_key(namespace), *gone)
     return sorted(workers, key=lambda w: -w.started_at)

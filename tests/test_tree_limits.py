@@ -202,3 +202,19 @@ def test_sigkill_leaves_no_staging_scratch_or_transfer_file(broker, make_config,
         assert [p.name for p in outgoing.iterdir()] == ["jw01_a.fits"]  # one product was renamed
     remove_transfer_files(transfer, "jw01")  # what the caller does with a failure
     assert not list(outgoing.iterdir()) and not list((transfer / "incoming").iterdir())
+
+
+@pytest.mark.parametrize("method", METHODS)
+def test_status_and_the_log_say_which_memory_method_is_in_use(broker, make_config, start_worker, capsys, method):
+    from jwql_dramatiq.cli import main
+
+    config = make_config(memory_method=method, memory_limit_mib=500)
+    worker = start_worker(config)
+    assert main(["--config", str(config), "status"]) == 0
+    out = capsys.readouterr().out
+    if method == "poll":
+        assert "poll-pss, limit 500 MiB" in out
+        assert "Task memory is measured by polling" in worker.log()  # and why
+        assert "polling was asked for" in worker.log()
+    else:
+        assert "cgroup-v1, limit 500 MiB" in out or "cgroup-v2, limit 500 MiB" in out, out

@@ -107,8 +107,10 @@ def cmd_status(ctx: Context, args: argparse.Namespace) -> int:
             if w.current_since:
                 since = f" since {clock(w.current_since)[11:]} ({seconds(now - w.current_since)})"
             task = f"{w.current_actor} {w.current_message}{since}"
-        rows.append([w.host, w.worker_id[:8], w.main_pid, w.condition, beat, task, w.tasks_done, w.children_recycled])
-    ctx.print(table(rows, ("HOST", "WORKER", "PID", "STATE", "HEARTBEAT", "CURRENT TASK", "DONE", "RECYCLED"))
+        rows.append([w.host, w.worker_id[:8], w.main_pid, w.condition, beat, task, w.tasks_done, w.children_recycled,
+                     _memory(w)])
+    ctx.print(table(rows, ("HOST", "WORKER", "PID", "STATE", "HEARTBEAT", "CURRENT TASK", "DONE", "RECYCLED",
+                           "TASK MEMORY"))
               if rows else "No workers have registered.")
     ctx.print("")
     ctx.print(table([[q.queue, q.ready, q.delayed, q.dead] for q in queues],
@@ -118,20 +120,36 @@ def cmd_status(ctx: Context, args: argparse.Namespace) -> int:
     return code
 
 
+def _memory(worker: WorkerInfo) -> str:
+    """``cgroup-v1, limit 600 MiB``: how the worker limits each task's memory (whole process tree)."""
+    if not worker.memory_method:
+        return "in-process"
+    limit = f"limit {worker.memory_limit_mib:g} MiB" if worker.memory_limit_mib > 0 else "no limit"
+    return f"{worker.memory_method}, {limit}"
+
+
+def _peak(d: dict[str, str]) -> str:
+    """``, peak 812.3 MiB (cgroup-v1), attempt 3 (maximum_cores=none)`` when recorded."""
+    text = f", peak {d['memory_peak_mib']} MiB ({d.get('memory_method', '?')})" if d.get("memory_peak_mib") else ""
+    if d.get("attempt") and d["attempt"] != "1":
+        text += f", attempt {d['attempt']} (maximum_cores={d.get('max_cores') or '?'})"
+    return text
+
+
 def _detail(state: TaskState) -> str:
     d = state.details
     if state.state == "running":
         return f"on {d.get('host', '?')} (worker {d.get('worker', '?')[:8]}, pid {d.get('pid', '?')}) " \
                f"since {clock(d.get('started_at'))}"
     if state.state == "failed":
-        return d.get("error", "")
+        return d.get("error", "") + _peak(d)
     if state.state == "scheduled":
         eta = d.get("eta")
         return f"due {clock(float(eta) / 1000)}" if eta else ""
     if state.state == "succeeded":
         started, finished = d.get("started_at"), d.get("finished_at")
         took = f" in {seconds(float(finished) - float(started))}" if started and finished else ""
-        return f"on {d.get('host', '?')}{took}"
+        return f"on {d.get('host', '?')}{took}{_peak(d)}"
     if state.state in ("revoked", "purged"):
         return d.get("error", "")
     if state.state == "queued" and d.get("requeued_at"):
