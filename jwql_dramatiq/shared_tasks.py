@@ -14,14 +14,17 @@ import logging
 import os
 import time
 from collections.abc import Mapping
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from dramatiq.message import Message
 
 from .actors.pipeline import calwebb_detector1_save_jump, run_calwebb_detector1
+from .config import check_transfer_dir
 from .errors import JwqlDramatiqError, LockNotAcquired
 from .locks import REDIS_CLIENT, only_one
+from .outage import ride_through
 from .transfer import copy_atomically, ensure_dirs, incoming_dir, outgoing_dir, remove_transfer_files
 from .waiting import iter_results
 
@@ -56,7 +59,8 @@ def prep_file(input_file: str, in_ext: str, timeout: float | None = None):
     in_ext : str
         Its suffix, e.g. ``"uncal"``.
     timeout : float, optional
-        Seconds to wait for the file's lock (default the config's ``wait_timeout_s``).
+        Seconds to wait for the file's lock, and for Redis through an outage (default the
+        config's ``wait_timeout_s``).
 
     Returns
     -------
@@ -66,23 +70,44 @@ def prep_file(input_file: str, in_ext: str, timeout: float | None = None):
     ------
     FileNotFoundError
         The input is not a file.
+    ConfigError
+        ``transfer_dir`` exists but is not a directory.
     LockNotAcquired
         Another process held the file's lock for the whole wait.
+    RedisUnavailable
+        Redis did not answer within the bound.
     """
-    transfer_dir = _config().transfer_dir
-    ensure_dirs(transfer_dir)
+    bound_s = _bound_s(timeout)
+    deadline = time.monotonic() + bound_s
+    config = _config()
+    check_transfer_dir(config)
+    ensure_dirs(config.transfer_dir)
     if not os.path.isfile(input_file):
         raise FileNotFoundError(f"input file {input_file} does not exist or is not a file")
     short_name = short_name_for(input_file, in_ext)
     cal_lock = REDIS_CLIENT.lock(short_name)
-    if not cal_lock.acquire(blocking=True, blocking_timeout=_bound_s(timeout)):
-        raise LockNotAcquired(short_name, f"the lock for {short_name} stayed taken for {_bound_s(timeout):g} s")
+    acquired = ride_through(lambda: cal_lock.acquire(blocking=True, blocking_timeout=_left_s(deadline)),
+                            deadline, config.redis_address, f"locking {short_name}")
+    if not acquired:
+        raise LockNotAcquired(short_name, f"the lock for {short_name} stayed taken for {bound_s:g} s")
     try:
-        send_path = copy_atomically(input_file, incoming_dir(transfer_dir) / os.path.basename(input_file))
+        send_path = copy_atomically(input_file, incoming_dir(config.transfer_dir) / os.path.basename(input_file))
     except BaseException:
-        cal_lock.release()
+        _release(cal_lock, short_name)
         raise
     return short_name, cal_lock, str(send_path)
+
+
+def _left_s(deadline: float) -> float:
+    return max(0.0, deadline - time.monotonic())
+
+
+def _release(cal_lock, short_name: str) -> None:
+    """Release a file's lock; if Redis is gone, its renewal has stopped and it lapses within one lease."""
+    try:
+        cal_lock.release()
+    except JwqlDramatiqError as e:
+        logger.warning("Could not release the lock for %s: %s", short_name, e)
 
 
 def _exts(ext_or_exts, short_name: str) -> list[str]:
@@ -92,10 +117,12 @@ def _exts(ext_or_exts, short_name: str) -> list[str]:
 
 
 def start_pipeline(input_file: str, short_name: str, ext_or_exts, instrument: str, jump_pipe: bool = False,
-                   step_args: dict | None = None) -> Message:
+                   step_args: dict | None = None, timeout: float | None = None) -> Message:
     """Send the file to a worker; return the message (``.get_result(block=True, timeout=ms)`` waits).
 
     ``input_file`` is the file's name in ``incoming/`` (a path is reduced to its base name).
+    Through a Redis outage the send is retried for up to ``timeout`` seconds (default the
+    config's ``wait_timeout_s``), then :class:`~jwql_dramatiq.errors.RedisUnavailable` is raised.
     """
     name = os.path.basename(input_file)
     exts = _exts(ext_or_exts, short_name)
@@ -103,10 +130,16 @@ def start_pipeline(input_file: str, short_name: str, ext_or_exts, instrument: st
         everything = exts == ["all"]  # the original looked for "<short>_all.fits"; give every product
         ramp_fit = everything or any("ramp" in e for e in exts)
         save_fitopt = everything or any("fitopt" in e for e in exts)
-        return calwebb_detector1_save_jump.send(name, instrument, ramp_fit=ramp_fit, save_fitopt=save_fitopt,
-                                                step_args=step_args or {})
-    return run_calwebb_detector1.send(name, short_name, ext_or_exts if isinstance(ext_or_exts, str) else exts,
-                                      instrument, step_args=step_args or {})
+
+        def send() -> Message:
+            return calwebb_detector1_save_jump.send(name, instrument, ramp_fit=ramp_fit, save_fitopt=save_fitopt,
+                                                    step_args=step_args or {})
+    else:
+        def send() -> Message:
+            return run_calwebb_detector1.send(name, short_name, ext_or_exts if isinstance(ext_or_exts, str) else exts,
+                                              instrument, step_args=step_args or {})
+    deadline = time.monotonic() + _bound_s(timeout)
+    return ride_through(send, deadline, _config().redis_address, f"sending {name}")
 
 
 def retrieve_files(short_name: str, ext_or_exts, dest_dir: str):
@@ -117,16 +150,23 @@ def retrieve_files(short_name: str, ext_or_exts, dest_dir: str):
     str or list of str
         One path for one extension, else a list in the order asked for.
     """
+    return _retrieve_to(short_name, _exts(ext_or_exts, short_name), [dest_dir])[dest_dir]
+
+
+def _retrieve_to(short_name: str, exts: list[str], dest_dirs: list[str]) -> dict[str, Any]:
+    """Copy the products into each of ``dest_dirs``, then clear the transfer files (whatever happens)."""
     transfer_dir = _config().transfer_dir
-    exts = _exts(ext_or_exts, short_name)
-    paths = []
+    copied: dict[str, Any] = {}
     try:
-        for ext in exts:
-            name = f"{short_name}_{ext}.fits"
-            paths.append(str(copy_atomically(outgoing_dir(transfer_dir) / name, Path(dest_dir) / name)))
+        for dest_dir in dest_dirs:
+            paths = []
+            for ext in exts:
+                name = f"{short_name}_{ext}.fits"
+                paths.append(str(copy_atomically(outgoing_dir(transfer_dir) / name, Path(dest_dir) / name)))
+            copied[dest_dir] = paths[0] if len(paths) == 1 else paths
     finally:
         remove_transfer_files(transfer_dir, short_name)
-    return paths[0] if len(paths) == 1 else paths
+    return copied
 
 
 class PipelineOutputs(dict):
@@ -146,17 +186,34 @@ def run_pipeline(input_file: str, in_ext: str, ext_or_exts, instrument: str, jum
     ------
     TaskResultFailure
         The task failed (its type, message and worker traceback are on the exception).
-    ResultTimeout
+    TaskTimeout
         No result within ``timeout`` seconds (default the config's ``wait_timeout_s``).
+    RedisUnavailable
+        Redis did not answer when the bound ran out.
     """
     outputs = run_parallel_pipeline([input_file], in_ext, ext_or_exts, instrument, jump_pipe=jump_pipe,
                                     step_args=step_args, timeout=timeout, _raise=True)
     return outputs[input_file]
 
 
+@dataclass
+class _Job:
+    """One short name's lock and the input files (one, or repeats of the same name) waiting on it."""
+
+    lock: Any
+    input_files: list[str] = field(default_factory=list)
+
+    def dest_dirs(self) -> list[str]:
+        """Each input's own directory, once."""
+        return list(dict.fromkeys(os.path.dirname(os.path.abspath(f)) for f in self.input_files))
+
+
 def run_parallel_pipeline(input_files, in_ext: str, ext_or_exts, instrument: str, jump_pipe: bool = False,
                           step_args: dict | None = None, timeout: float | None = None, _raise: bool = False):
     """Calibrate several files on the workers and collect the products as they finish.
+
+    A name listed more than once is calibrated once, and every entry gets its products. A
+    Redis outage is waited out within the bound.
 
     Parameters
     ----------
@@ -175,32 +232,45 @@ def run_parallel_pipeline(input_files, in_ext: str, ext_or_exts, instrument: str
     PipelineOutputs
         ``{input_file: path or list of paths}`` for the files that succeeded, with
         ``.failures`` giving each failed file's reason (also logged).
+
+    Raises
+    ------
+    RedisUnavailable
+        Redis did not answer when the bound ran out; nothing sent keeps a lock or a transfer file.
     """
     bound_s = _bound_s(timeout)
     deadline = time.monotonic() + bound_s
     transfer_dir = _config().transfer_dir
     outputs = PipelineOutputs()
-    held: dict[str, tuple[Any, str, str]] = {}  # short_name -> (lock, input_file, dest_dir)
+    jobs: dict[str, _Job] = {}  # short_name -> its lock and inputs
     sent: dict[str, str] = {}  # message_id -> short_name
     messages: list[Message] = []
     try:
         for input_file in input_files:
-            short_name, cal_lock, _ = prep_file(input_file, in_ext, timeout=max(0.0, deadline - time.monotonic()))
-            held[short_name] = (cal_lock, input_file, os.path.dirname(os.path.abspath(input_file)))
-            message = start_pipeline(input_file, short_name, ext_or_exts, instrument, jump_pipe, step_args)
+            short_name = short_name_for(input_file, in_ext)
+            if short_name in jobs:  # a repeat: its own lock is ours already; wait for the one job
+                jobs[short_name].input_files.append(input_file)
+                continue
+            short_name, cal_lock, _ = prep_file(input_file, in_ext, timeout=_left_s(deadline))
+            jobs[short_name] = _Job(cal_lock, [input_file])
+            message = start_pipeline(input_file, short_name, ext_or_exts, instrument, jump_pipe, step_args,
+                                     timeout=_left_s(deadline))
             sent[message.message_id] = short_name
             messages.append(message)
-        for outcome in iter_results(messages, max(0.0, deadline - time.monotonic())):
+        for outcome in iter_results(messages, _left_s(deadline)):
             short_name = sent.pop(outcome.message.message_id)
-            cal_lock, input_file, dest_dir = held[short_name]
+            job = jobs[short_name]
             if outcome.ok:
-                outputs[input_file] = retrieve_files(short_name, _retrieved_exts(ext_or_exts, short_name, outcome.value),
-                                                     dest_dir)
+                exts = _retrieved_exts(ext_or_exts, short_name, outcome.value)
+                copied = _retrieve_to(short_name, exts, job.dest_dirs())
+                for input_file in job.input_files:
+                    outputs[input_file] = copied[os.path.dirname(os.path.abspath(input_file))]
             else:
                 remove_transfer_files(transfer_dir, short_name)
                 reason = str(outcome.error)
-                outputs.failures[input_file] = reason
-                logger.warning("Pipeline processing failed for %s: %s", input_file, reason)
+                for input_file in job.input_files:
+                    outputs.failures[input_file] = reason
+                logger.warning("Pipeline processing failed for %s: %s", ", ".join(job.input_files), reason)
                 if _raise:
                     raise outcome.error
     except BaseException:
@@ -208,13 +278,10 @@ def run_parallel_pipeline(input_files, in_ext: str, ext_or_exts, instrument: str
             _revoke_all(list(sent))
         raise
     finally:
-        for short_name, (cal_lock, _input_file, _dest) in held.items():
+        for short_name, job in jobs.items():
             if short_name in sent.values():
                 remove_transfer_files(transfer_dir, short_name)
-            try:
-                cal_lock.release()
-            except JwqlDramatiqError as e:
-                logger.warning("Could not release the lock for %s: %s", short_name, e)
+            _release(job.lock, short_name)
     return outputs
 
 

@@ -14,10 +14,13 @@ from typing import Any, Callable, Iterable, Iterator
 from dramatiq.message import Message
 from dramatiq.results import ResultMissing
 
-from .errors import TaskTimeout
+from .errors import RedisUnavailable, TaskTimeout
+from .outage import is_outage
 
 #: First and longest pause between two checks of the pending results, in seconds.
 POLL_FIRST_S, POLL_MAX_S = 0.002, 0.05
+#: Pause between two checks while Redis does not answer, in seconds.
+OUTAGE_PAUSE_S = 0.25
 
 
 @dataclass(frozen=True)
@@ -51,19 +54,36 @@ def iter_results(messages: Iterable[Message], timeout_s: float,
     ------
     TaskTimeout
         Some results were not in when the bound ran out; ``.pending`` lists their messages.
+    RedisUnavailable
+        Redis did not answer when the bound ran out (an outage is waited out until then).
     """
     from .broker import get_broker
 
     backend = get_broker().results_backend
     pending = {m.message_id: m for m in messages}
-    deadline = time.monotonic() + timeout_s
+    started = time.monotonic()
+    deadline = started + timeout_s
     pause_s = POLL_FIRST_S
+    outage_since: float | None = None
     while pending:
         keys = {mid: backend.build_message_key(m) for mid, m in pending.items()}
-        with backend.client.pipeline(transaction=False) as pipe:
-            for key in keys.values():
-                pipe.lindex(key, 0)
-            raws = dict(zip(keys, pipe.execute()))
+        try:
+            with backend.client.pipeline(transaction=False) as pipe:
+                for key in keys.values():
+                    pipe.lindex(key, 0)
+                raws = dict(zip(keys, pipe.execute()))
+            outage_since = None
+        except Exception as e:  # an outage is waited out within the bound, like a slow task
+            if not is_outage(e):
+                raise
+            now = time.monotonic()
+            outage_since = outage_since or now
+            if now >= deadline:
+                raise RedisUnavailable(backend.address, f"waiting for {len(pending)} result(s): no answer for "
+                                                        f"{now - outage_since:.1f} s, until the bound of "
+                                                        f"{timeout_s:g} s ran out; last error: {e}") from None
+            time.sleep(min(OUTAGE_PAUSE_S, deadline - now))
+            continue
         found = [mid for mid, raw in raws.items() if raw is not None]
         for mid in found:
             message = pending.pop(mid)

@@ -148,7 +148,7 @@ def _current_message_id() -> str | None:
 class _FencedJob:
     """One run's job lock, staging directory and fenced publish (see the module docstring)."""
 
-    def __init__(self, actor_name: str, short_name: str, outgoing: Path) -> None:
+    def __init__(self, actor_name: str, short_name: str, outgoing: Path, input_path: Path | None = None) -> None:
         from ..broker import get_broker
 
         broker = get_broker()
@@ -164,6 +164,8 @@ class _FencedJob:
         self.lock = self._new_lock(JOB_LOCK_PREFIX + short_name)
         self.first_fence: int | None = None
         self.staging: Path | None = None
+        #: The input whose removal from ``incoming/`` means the caller gave up (None: not checked).
+        self.input_path = input_path
 
     def _new_lock(self, name: str):
         from ..locks import lock
@@ -237,6 +239,8 @@ class _FencedJob:
         marker_key = published_key(self.namespace, self.message_id) if self.message_id else None
         watched = [keys.lock, keys.fence, *([marker_key] if marker_key else [])]
         hold_ms = int(max(PUBLISH_HOLD_S, self.config.lock_lease_s) * 1000)
+        if self.input_path is not None and not self.input_path.exists():
+            return "withdrawn", self.input_path.name
         with self.client.pipeline() as pipe:
             while True:
                 try:
@@ -291,6 +295,11 @@ class _FencedJob:
                                "fencing token %s on %s; returning that run's result", self.short_name,
                                detail.get("fence"), detail.get("host"))
                 return detail["result"]
+            if verdict == "withdrawn":
+                # The caller gave up (a bound that ran out while Redis was down, so it could not
+                # revoke) and removed its input: publishing would leave products nobody collects.
+                raise PipelineError(f"the input {detail} was withdrawn from incoming/ before its products were "
+                                    f"published (its caller gave up); they were discarded")
             if verdict == "newer":
                 raise JobSuperseded(f"products for {self.short_name} were published by a newer run (fencing token "
                                     f"{detail}) than this one (token {self.first_fence}); this run's are discarded")
@@ -304,10 +313,15 @@ class _FencedJob:
 
 
 def _run_fenced(actor_name: str, input_file_name: str, short_name: str,
-                run: Callable[[Any, Path, Path], dict[str, str | None]]) -> dict[str, str | None]:
-    """Run ``run(input_path, work_dir, staging)`` under the job lock and publish its products fenced."""
+                run: Callable[[Any, Path, Path], dict[str, str | None]],
+                publish_only_if_input_remains: bool = False) -> dict[str, str | None]:
+    """Run ``run(input_path, work_dir, staging)`` under the job lock and publish its products fenced.
+
+    With ``publish_only_if_input_remains``, a run whose input left ``incoming/`` meanwhile (its
+    caller gave up) discards its products instead of publishing them.
+    """
     _config, input_path, work_dir, outgoing = _dirs(input_file_name)
-    job = _FencedJob(actor_name, short_name, outgoing)
+    job = _FencedJob(actor_name, short_name, outgoing, input_path if publish_only_if_input_remains else None)
     # A run cut off from Redis waits for it rather than fail: its failure would be stored late
     # over the result of the run that completed elsewhere meanwhile.
     job._with_redis(job.acquire)
@@ -340,17 +354,6 @@ def _max_cores(input_path) -> str:
     cores = task.attempt_max_cores() or resolve_max_cores(get_config().max_cores, input_path)
     task.announce_max_cores(cores)
     return cores
-
-
-def _check_not_withdrawn(input_path: Path) -> None:
-    """Refuse to publish for a caller that gave up: it removed its input from ``incoming/``.
-
-    A monitor whose bound ran out during a Redis outage cannot revoke what it sent; the file it
-    withdrew is the signal that reaches the worker without Redis, so no product is left behind.
-    """
-    if not os.path.exists(input_path):
-        raise PipelineError(f"the input {Path(input_path).name} was withdrawn from incoming/ while it ran (its caller "
-                            f"gave up); the products were discarded, not published")
 
 
 def _with_deployment_step_args(instrument: str, pipeline: str, step_args: object) -> dict:
@@ -391,12 +394,11 @@ def run_calwebb_detector1(input_file_name: str, short_name: str, ext_or_exts, in
     merged_args = _with_deployment_step_args(instrument, "cal", step_args)
 
     def in_staging(input_path, work_dir, staging):
-        staged = run(input_path, short_name, ext_or_exts, instrument, str(work_dir), str(staging),
-                     step_args=merged_args, max_cores=_max_cores(input_path))
-        _check_not_withdrawn(input_path)
-        return staged
+        return run(input_path, short_name, ext_or_exts, instrument, str(work_dir), str(staging),
+                   step_args=merged_args, max_cores=_max_cores(input_path))
 
-    return _run_fenced("run_calwebb_detector1", input_file_name, short_name, in_staging)
+    return _run_fenced("run_calwebb_detector1", input_file_name, short_name, in_staging,
+                       publish_only_if_input_remains=True)
 
 
 @actor(actor_name="calwebb_detector1_save_jump")
@@ -430,9 +432,8 @@ def calwebb_detector1_save_jump(input_file_name: str, instrument: str, ramp_fit:
     merged_args = _with_deployment_step_args(instrument, "jump", step_args)
 
     def in_staging(input_path, work_dir, staging):
-        staged = run(input_path, instrument, str(work_dir), str(staging), ramp_fit=ramp_fit,
-                     save_fitopt=save_fitopt, step_args=merged_args, max_cores=_max_cores(input_path))
-        _check_not_withdrawn(input_path)
-        return staged
+        return run(input_path, instrument, str(work_dir), str(staging), ramp_fit=ramp_fit,
+                   save_fitopt=save_fitopt, step_args=merged_args, max_cores=_max_cores(input_path))
 
-    return _run_fenced("calwebb_detector1_save_jump", input_file_name, short_name, in_staging)
+    return _run_fenced("calwebb_detector1_save_jump", input_file_name, short_name, in_staging,
+                       publish_only_if_input_remains=True)
