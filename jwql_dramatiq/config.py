@@ -206,22 +206,20 @@ ENV_KEYS = tuple(k for k, (types, _, _) in _SCHEMA.items() if dict not in types 
 
 
 def _step_args_problem(value: dict[str, Any]) -> str | None:
-    """Check the deployment's ``step_args``: ``{instrument or "*": {step: {parameter: value}}}``.
+    """Check the deployment's ``step_args``: ``{"*", "<instrument>" or "<instrument>/<SUBARRAY>": {step: {...}}}``.
 
     Step names may be jwql's (``rate``) or Detector1's (``ramp_fit``); each must be known to
     at least one of the two pipeline paths.
     """
-    from .pipeline.deployment import deployment_path_args
-    from .pipeline.steps import INSTRUMENTS
+    from .pipeline.deployment import deployment_path_args, split_key
 
-    for instrument, steps in value.items():
-        if instrument != "*" and instrument not in INSTRUMENTS:
-            return f"has unknown instrument {instrument!r}; expected '*' or one of {', '.join(INSTRUMENTS)}"
+    for key, steps in value.items():
         try:
+            split_key(key)
             deployment_path_args(steps, "cal")
             deployment_path_args(steps, "jump")
         except BadInput as e:
-            return f"[{instrument!r}]: {e}"
+            return f"[{key!r}]: {e}"
     return None
 
 

@@ -182,7 +182,7 @@ def test_memory_limit_mb_is_an_alias_of_memory_limit_mib(tmp_path):
 def test_deployment_step_args_are_checked_at_load(tmp_path):
     good = {"*": {"jump": {"rejection_threshold": 15.0}}, "nircam": {"ramp_fit": {"skip": False}, "rate": {}}}
     assert load_config(write(tmp_path, {**JWQL_KEYS, "step_args": good}), environ={}).step_args == good
-    for bad, words in [({"nirspek": {}}, "unknown instrument 'nirspek'"),
+    for bad, words in [({"nirspek": {}}, "unknown instrument 'nirspek'"), ({"miri/": {}}, "must be"),
                        ({"miri": {"jumpp": {}}}, "unknown step 'jumpp'"),
                        ({"*": {"dark_current": {"skip": "True"}}}, "must be a bool")]:
         with pytest.raises(ConfigError) as info:
@@ -201,3 +201,18 @@ def test_deployment_step_args_merge_under_the_call_per_path():
         "dark_current": {"override_dark": "/refs/dark.fits", "skip": True}}
     assert with_deployment_defaults(deployment, "miri", "jump", None) == {
         "ramp_fit": {"save_opt": False}, "jump": {"rejection_threshold": 15.0}}
+
+
+def test_deployment_step_args_choose_the_inputs_subarray_last():
+    from jwql_dramatiq.pipeline.deployment import with_deployment_defaults
+
+    deployment = {"nircam/SUB64P": {"dark_current": {"override_dark": "/refs/sub64p_dark.fits"}},
+                  "nircam": {"dark_current": {"override_dark": "/refs/full_dark.fits"}, "jump": {"skip": False}},
+                  "nircam/FULL": {"dark_current": {"override_dark": "/refs/other.fits"}}}
+    assert with_deployment_defaults(deployment, "nircam", "cal", None, subarray="sub64p") == {
+        "dark_current": {"override_dark": "/refs/sub64p_dark.fits"}, "jump": {"skip": False}}
+    assert with_deployment_defaults(deployment, "nircam", "cal", None, subarray="SUB160") == {
+        "dark_current": {"override_dark": "/refs/full_dark.fits"}, "jump": {"skip": False}}
+    with pytest.raises(Exception, match="must be"):
+        from jwql_dramatiq.pipeline.deployment import split_key
+        split_key("*/FULL")

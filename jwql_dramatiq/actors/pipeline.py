@@ -356,12 +356,14 @@ def _max_cores(input_path) -> str:
     return cores
 
 
-def _with_deployment_step_args(instrument: str, pipeline: str, step_args: object) -> dict:
+def _with_deployment_step_args(instrument: str, pipeline: str, step_args: object, input_path: Path) -> dict:
     """The call's ``step_args`` merged over the config's deployment-level ones (the call wins)."""
     from ..broker import get_config
-    from ..pipeline.deployment import with_deployment_defaults
+    from ..pipeline.deployment import input_subarray, with_deployment_defaults
 
-    return with_deployment_defaults(get_config().step_args, instrument, pipeline, step_args)
+    deployment = get_config().step_args
+    subarray = input_subarray(input_path) if any("/" in key for key in deployment) else None
+    return with_deployment_defaults(deployment, instrument, pipeline, step_args, subarray)
 
 
 @actor(actor_name="run_calwebb_detector1")
@@ -391,11 +393,10 @@ def run_calwebb_detector1(input_file_name: str, short_name: str, ext_or_exts, in
 
     _check_short_name(short_name)
 
-    merged_args = _with_deployment_step_args(instrument, "cal", step_args)
-
     def in_staging(input_path, work_dir, staging):
         return run(input_path, short_name, ext_or_exts, instrument, str(work_dir), str(staging),
-                   step_args=merged_args, max_cores=_max_cores(input_path))
+                   step_args=_with_deployment_step_args(instrument, "cal", step_args, input_path),
+                   max_cores=_max_cores(input_path))
 
     return _run_fenced("run_calwebb_detector1", input_file_name, short_name, in_staging,
                        publish_only_if_input_remains=True)
@@ -429,11 +430,10 @@ def calwebb_detector1_save_jump(input_file_name: str, instrument: str, ramp_fit:
         raise BadInput(f"input file name {input_file_name!r} is not a file name")
     short_name = short_name_from_path(input_file_name)
 
-    merged_args = _with_deployment_step_args(instrument, "jump", step_args)
-
     def in_staging(input_path, work_dir, staging):
-        return run(input_path, instrument, str(work_dir), str(staging), ramp_fit=ramp_fit,
-                   save_fitopt=save_fitopt, step_args=merged_args, max_cores=_max_cores(input_path))
+        return run(input_path, instrument, str(work_dir), str(staging), ramp_fit=ramp_fit, save_fitopt=save_fitopt,
+                   step_args=_with_deployment_step_args(instrument, "jump", step_args, input_path),
+                   max_cores=_max_cores(input_path))
 
     return _run_fenced("calwebb_detector1_save_jump", input_file_name, short_name, in_staging,
                        publish_only_if_input_remains=True)

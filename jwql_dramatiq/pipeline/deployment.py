@@ -3,17 +3,21 @@
 An offline host (no CRDS server) needs ``override_<reftype>`` paths for every step, and a
 site may pin parameters for all its monitors. The config key ``step_args`` carries them:
 
-    {"*":      {"jump": {"rejection_threshold": 15.0}},
-     "nircam": {"dark_current": {"override_dark": "/refs/nircam_dark.fits"}, "rate": {...}}}
+    {"*":             {"jump": {"rejection_threshold": 15.0}},
+     "nircam":        {"linearity": {"override_linearity": "/refs/nircam_linearity.fits"}, ...},
+     "nircam/SUB64P": {"dark_current": {"override_dark": "/refs/nircam_sub64p_dark.fits"}}}
 
-``"*"`` applies to every instrument, then the instrument's own entry; the message's own
-``step_args`` are merged over both, parameter by parameter. Step names may be jwql's
-(``rate``) or Detector1's (``ramp_fit``); each call path gets the names it knows. Pure data,
-no jwst.
+``"*"`` applies to every instrument, then the instrument's own entry, then the entry for the
+input's subarray (its ``SUBARRAY`` keyword), as CRDS would choose a subarray's own DARK or
+RESET (jwst cuts most full-frame references to a subarray itself, but not those two). The
+message's own ``step_args`` are merged over all of them, parameter by parameter. Step names
+may be jwql's (``rate``) or Detector1's (``ramp_fit``); each call path gets the names it
+knows. Pure data, no jwst.
 """
 
 from __future__ import annotations
 
+import os
 from collections.abc import Mapping
 from typing import Any
 
@@ -66,9 +70,25 @@ def deployment_path_args(steps: object, pipeline: str) -> dict[str, dict[str, An
     return validate_step_args(translated, pipeline)
 
 
-def deployment_step_args(config_step_args: Mapping[str, Any], instrument: str,
-                         pipeline: str) -> dict[str, dict[str, Any]]:
-    """The deployment's step arguments for one call: ``"*"``, then the instrument's own entry.
+def split_key(key: str) -> tuple[str, str | None]:
+    """Split a ``step_args`` config key into ``(instrument or "*", subarray or None)``.
+
+    Raises
+    ------
+    BadInput
+        An unknown instrument, or an empty subarray name.
+    """
+    instrument, _, subarray = key.partition("/")
+    if instrument != "*":
+        instrument = validate_instrument(instrument)
+    if "/" in key and (instrument == "*" or not subarray.strip()):
+        raise BadInput(f"key {key!r} must be '*', '<instrument>' or '<instrument>/<SUBARRAY>'")
+    return instrument, (subarray.strip().upper() if "/" in key else None)
+
+
+def deployment_step_args(config_step_args: Mapping[str, Any], instrument: str, pipeline: str,
+                         subarray: str | None = None) -> dict[str, dict[str, Any]]:
+    """The deployment's step arguments for one call: ``"*"``, the instrument's, then its subarray's.
 
     Parameters
     ----------
@@ -77,6 +97,8 @@ def deployment_step_args(config_step_args: Mapping[str, Any], instrument: str,
     instrument : str
         Instrument name, any case.
     pipeline : {"cal", "jump"}
+    subarray : str or None
+        The input's ``SUBARRAY`` keyword, any case.
 
     Returns
     -------
@@ -84,13 +106,31 @@ def deployment_step_args(config_step_args: Mapping[str, Any], instrument: str,
         ``{step: {parameter: value}}`` in the path's step names.
     """
     inst = validate_instrument(instrument)
-    merged = merge_step_args(deployment_path_args(config_step_args.get("*", {}), pipeline),
-                             deployment_path_args(config_step_args.get(inst, {}), pipeline))
+    layers = {("*", None): 0, (inst, None): 1, (inst, (subarray or "").strip().upper() or None): 2}
+    chosen = sorted(((layers[split_key(key)], steps) for key, steps in config_step_args.items()
+                     if split_key(key) in layers), key=lambda ranked: ranked[0])
+    merged: dict[str, dict[str, Any]] = {}
+    for _rank, steps in chosen:
+        merged = merge_step_args(merged, deployment_path_args(steps, pipeline))
     return merged
 
 
+def input_subarray(input_path: str | os.PathLike[str]) -> str | None:
+    """The ``SUBARRAY`` keyword of an input's primary header, or None if it cannot be read.
+
+    An unreadable file is not refused here: the pipeline's own input checks name the problem.
+    """
+    from astropy.io import fits
+
+    try:
+        value = fits.getval(os.fspath(input_path), "SUBARRAY", ext=0)
+    except (OSError, KeyError, ValueError, IndexError):
+        return None
+    return str(value).strip().upper() or None
+
+
 def with_deployment_defaults(config_step_args: Mapping[str, Any], instrument: str, pipeline: str,
-                             call_step_args: object) -> dict[str, dict[str, Any]]:
+                             call_step_args: object, subarray: str | None = None) -> dict[str, dict[str, Any]]:
     """Merge a call's own ``step_args`` over the deployment's, the call winning per parameter.
 
     Parameters
@@ -101,6 +141,8 @@ def with_deployment_defaults(config_step_args: Mapping[str, Any], instrument: st
     pipeline : {"cal", "jump"}
     call_step_args : dict or None
         The message's ``step_args``.
+    subarray : str or None
+        The input's ``SUBARRAY`` keyword.
 
     Returns
     -------
@@ -114,4 +156,4 @@ def with_deployment_defaults(config_step_args: Mapping[str, Any], instrument: st
     own = validate_step_args(call_step_args, pipeline)
     if not config_step_args:
         return own
-    return merge_step_args(deployment_step_args(config_step_args, instrument, pipeline), own)
+    return merge_step_args(deployment_step_args(config_step_args, instrument, pipeline, subarray), own)
