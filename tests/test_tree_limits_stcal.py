@@ -3,6 +3,7 @@ its stcal pool behind, checked through /proc by process group and by cgroup."""
 
 from __future__ import annotations
 
+import json
 import shutil
 import time
 from pathlib import Path
@@ -10,7 +11,7 @@ from pathlib import Path
 import pytest
 from dramatiq.results import ResultFailure
 
-from jwql_dramatiq import synthetic
+from jwql_dramatiq import states, synthetic
 from jwql_dramatiq.actors import calwebb_detector1_save_jump
 from jwql_dramatiq.revoke import revoke
 from tests.conftest import wait_for
@@ -61,3 +62,26 @@ def test_revoke_terminate_of_a_full_frame_jump_with_all_cores_leaves_no_process(
     assert info.value.orig_exc_type == "TaskRevoked"
     assert not list((tmp_path / "transfer" / "outgoing").glob(".staging.*"))
     assert not list((tmp_path / "working" / "calibrated_data").glob("task.*"))
+
+
+def test_a_full_frame_job_over_its_limit_with_all_cores_backs_off_and_returns_its_products(broker, make_config,
+                                                                                           start_worker, tmp_path):
+    # Measured here (cgroup v1, 2 cores): max_cores=all peaks near 1760 MiB, none near 1500 MiB.
+    # On 2 cores "half" is one core, so stcal runs without a pool: half fits as none does.
+    refs = synthetic.make_reference_files(tmp_path / "refs", size=2048, ngroups=5)
+    uncal = synthetic.make_uncal(tmp_path / "data" / UNCAL, size=2048, nints=1, ngroups=5)
+    config = make_config(crds_path=str(tmp_path / "crds"), crds_offline_stub=True, preload=["jwst.pipeline"],
+                         warm_up=False, max_cores="all", memory_limit_mib=1650)
+    worker = start_worker(config)
+    (tmp_path / "transfer" / "incoming").mkdir(parents=True, exist_ok=True)
+    shutil.copy(uncal, tmp_path / "transfer" / "incoming" / UNCAL)
+    message = calwebb_detector1_save_jump.send(UNCAL, "nircam", ramp_fit=True, save_fitopt=False,
+                                               step_args=synthetic.offline_step_overrides(refs, "jump"))
+    products = message.get_result(block=True, timeout=240_000)
+    assert Path(products["jump"]).is_file()
+    state = wait_for(lambda: (s := states.get_task_state(message.message_id)) and s.state == "succeeded" and s, 10,
+                     "success")
+    attempts = json.loads(state.details["attempts"])
+    assert attempts[0]["max_cores"] == "all" and attempts[0]["outcome"].startswith("killed by")
+    assert attempts[-1]["outcome"] == "ok" and attempts[-1]["max_cores"] in ("half", "none")
+    assert "running it again in a fresh child with maximum_cores=half" in worker.log()
