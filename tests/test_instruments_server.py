@@ -245,3 +245,22 @@ def test_cosmic_ray_monitor_chunk_with_a_repeated_name(site, instrument):
         assert cosmic_ray_flagged(jump, instrument)
         assert median_rate(rate, instrument) == pytest.approx(RATE, rel=0.01)
     nothing_left(site)
+
+
+@pytest.mark.timeout(600)
+@pytest.mark.parametrize("instrument", ["nircam", "miri"])
+def test_full_frame_job_per_detector_family(site, instrument):
+    # Given: a full frame (2048x2048 near-IR; 1024 rows x 1032 columns MIRI) and the site's full-frame references
+    det = synthetic.detector_for(instrument)
+    uncal = str(synthetic.make_exposure(instrument, site / "full" / instrument / synthetic.exposure_file_name(instrument),
+                                        subarray="full"))
+    # When: a monitor's call
+    products = by_suffix(run_pipeline(uncal, "uncal", ["jump", "rate"], instrument, timeout=540))
+    # Then: the full-frame rate and the cosmic ray, as on the small subarrays
+    full = det.full_frame()
+    light_full = ~synthetic.reference_pixel_mask(det, full)
+    with fits.open(products["rate"]) as hdul:
+        assert hdul["SCI"].data.shape == (full.ysize, full.xsize)
+        assert float(np.nanmedian(hdul["SCI"].data[light_full])) == pytest.approx(RATE, rel=0.01)
+    assert cosmic_ray_flagged(products["jump"], instrument)
+    nothing_left(site)
