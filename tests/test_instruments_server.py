@@ -50,13 +50,7 @@ BIAS_INSTRUMENTS = ("nircam", "niriss", "nirspec")
 def offline_deployment(directory: Path) -> dict[str, Any]:
     """The worker-side ``step_args`` of an offline site: full-frame references per instrument, plus
     each small test subarray's own (jwst does not cut DARK and RESET out of a full frame)."""
-    deployment: dict[str, Any] = synthetic.deployment_step_args(directory / "full")
-    for inst in INSTRUMENTS:
-        det = synthetic.detector_for(inst)
-        refs = synthetic.make_instrument_references(inst, directory / "small" / inst, "small",
-                                                    nints=synthetic.DEFAULT_SHAPE[inst][0])
-        deployment[f"{inst}/{det.small.name}"] = synthetic.instrument_step_overrides(inst, refs, "cal")
-    return deployment
+    return {**synthetic.deployment_step_args(directory / "full"), **synthetic.subarray_step_args(directory / "small")}
 
 
 @pytest.fixture(scope="module")

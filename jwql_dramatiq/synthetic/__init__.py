@@ -33,7 +33,7 @@ from jwql_dramatiq.synthetic.nircam import (
     make_uncal,
     offline_step_overrides,
 )
-from jwql_dramatiq.synthetic.overrides import deployment_step_args, instrument_step_overrides
+from jwql_dramatiq.synthetic.overrides import deployment_step_args, instrument_step_overrides, subarray_step_args
 from jwql_dramatiq.synthetic.refs import make_instrument_references
 
 __all__ = [
@@ -41,5 +41,5 @@ __all__ = [
     "DETECTORS", "Detector", "GROUP_TIME_S", "READ_NOISE_DN", "REFERENCE_TYPES", "SUBARRAY_NAMES", "Subarray",
     "deployment_step_args", "detector_for", "exposure_file_name", "instrument_step_overrides", "make_exposure",
     "make_instrument_references", "make_reference_files", "make_uncal", "offline_step_overrides",
-    "reference_pixel_mask", "write_garbage_file", "write_image_fits", "write_truncated_fits",
+    "reference_pixel_mask", "subarray_step_args", "write_garbage_file", "write_image_fits", "write_truncated_fits",
 ]

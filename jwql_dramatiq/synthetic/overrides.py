@@ -133,3 +133,34 @@ def _read_manifest(manifest: Path) -> dict[str, dict[str, str]] | None:
     if not all(Path(p).is_file() for refs in paths.values() for p in refs.values()):
         return None
     return paths
+
+
+def subarray_step_args(directory: str | os.PathLike[str],
+                       instruments: tuple[str, ...] = tuple(DETECTORS)) -> dict[str, dict[str, dict[str, Any]]]:
+    """Write each instrument's small-subarray references and return them as ``step_args`` config entries.
+
+    The keys are ``"<instrument>/<SUBARRAY>"`` (e.g. ``"nircam/SUB64P"``), which a worker picks for
+    inputs of that subarray, as CRDS picks a subarray's own DARK and RESET. Merged with
+    :func:`deployment_step_args`, a site serves both full frames and the test subarrays.
+
+    Parameters
+    ----------
+    directory : path
+        Files go to ``<directory>/<instrument>/``.
+    instruments : tuple of str
+        jwql instrument names.
+
+    Returns
+    -------
+    dict
+        ``{"<instrument>/<SUBARRAY>": {jwql_step: {"override_<reftype>": path or "N/A"}}}``.
+    """
+    from jwql_dramatiq.synthetic.exposure import DEFAULT_SHAPE
+
+    root = Path(directory).resolve()
+    entries: dict[str, dict[str, dict[str, Any]]] = {}
+    for inst in instruments:
+        det = detector_for(inst)
+        refs = make_instrument_references(inst, root / inst, "small", nints=DEFAULT_SHAPE[inst][0])
+        entries[f"{inst}/{det.small.name}"] = instrument_step_overrides(inst, refs, "cal")
+    return entries
