@@ -3,7 +3,10 @@
 from __future__ import annotations
 
 import json
+import subprocess
+import sys
 import time
+from pathlib import Path
 
 import pytest
 from dramatiq.results import ResultFailure
@@ -84,3 +87,42 @@ def test_monitor_with_unreachable_redis_gets_a_clear_error(make_config):
     with pytest.raises(RedisUnavailable, match=f"127.0.0.1:{port}"):
         ping.send()
     assert time.monotonic() - started < 10
+
+
+@pytest.mark.timeout(120)
+@pytest.mark.parametrize("mistake", ["empty_redis_host", "transfer_dir_is_a_file"])
+def test_each_config_mistake_is_one_line_naming_file_and_key(tmp_path, make_config, start_worker, mistake):
+    # Given: JWQL's example redis_host (""), or a transfer_dir that is a regular file
+    path = make_config()
+    data = json.loads(path.read_text())
+    if mistake == "empty_redis_host":
+        data.pop("redis_url")
+        data.update(redis_host="", redis_port="6379")
+        key = "redis_host"
+    else:
+        regular = tmp_path / "transfer-file"
+        regular.write_text("not a directory")
+        data["transfer_dir"] = str(regular)
+        key = "transfer_dir"
+    path.write_text(json.dumps(data))
+    # When: a worker starts, and an operator asks for the status
+    worker = start_worker(path, wait=False)
+    code = worker.proc.wait(60)
+    status = subprocess.run([str(Path(sys.executable).with_name("jwql-dramatiq")), "--config", str(path), "status"],
+                            capture_output=True, text=True, timeout=60)
+    # Then: worker exit 2 and status exit 5, each with one line naming the file and the key
+    log_lines = [line for line in worker.log().splitlines() if f"'{key}'" in line]
+    assert code == 2, worker.log()
+    assert len(log_lines) == 1 and str(path) in log_lines[0] and "Traceback" not in worker.log()
+    assert status.returncode == 5, status
+    assert status.stderr.count("\n") == 1 and str(path) in status.stderr and f"'{key}'" in status.stderr
+    assert "Traceback" not in status.stderr
+
+
+def test_misspelt_key_is_warned_in_the_worker_log(make_config, start_worker):
+    path = make_config()
+    data = json.loads(path.read_text())
+    data["tranfer_dir"] = "/somewhere"
+    path.write_text(json.dumps(data))
+    worker = start_worker(path)
+    assert f"{path}: unknown key 'tranfer_dir' is ignored; did you mean 'transfer_dir'?" in worker.log()
