@@ -89,8 +89,9 @@ def test_nothing_is_lost_failed_message_is_dead_lettered(broker, make_config, st
     start_worker(make_config())
     message = t.die.send("sigkill")
     failure_of(message)
-    dead = redis_client.hvals(f"{broker.namespace}:{message.queue_name}.XQ.msgs")
-    assert [payload for payload in dead if message.message_id.encode() in payload], "the failed message is kept"
+    # The failure is stored before the message is nacked into the dead-letter queue: poll for it.
+    wait_for(lambda: [payload for payload in redis_client.hvals(f"{broker.namespace}:{message.queue_name}.XQ.msgs")
+                      if message.message_id.encode() in payload], 5, "the failed message to be dead-lettered")
 
 
 def test_child_log_lines_reach_the_worker_log_with_task_id_and_actor(broker, make_config, start_worker):
