@@ -26,11 +26,19 @@ def noop():
 
 
 @app.task(name="bench.run_pipeline_subprocess")
-def run_pipeline_subprocess(input_path, work_dir, output_dir, crds_path, step_args_json, max_cores):
-    """The original's design: run the pipeline in a fresh Python subprocess (run_pipeline.py)."""
+def run_pipeline_subprocess(input_path, work_dir, output_dir, crds_path, step_args_json, max_cores,
+                            instrument="nircam", short_name="jw09999001001_01101_00001_nrca1", path="cal"):
+    """The original's design: run the pipeline in a fresh Python subprocess (run_pipeline.py).
+
+    Returns the product names and the subprocess tree's largest resident set in MiB
+    (``ru_maxrss`` of the waited-for children: the largest single process, not a sum).
+    """
+    import resource
     import subprocess
     import sys
 
     subprocess.run([sys.executable, "-m", "benchmarks.fresh_pipeline", input_path, work_dir, output_dir, crds_path,
-                    step_args_json, max_cores], check=True, cwd=os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-    return sorted(os.listdir(output_dir))
+                    step_args_json, max_cores, instrument, short_name, path], check=True,
+                   cwd=os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+    return {"products": sorted(os.listdir(output_dir)),
+            "maxrss_mib": resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 1024}
