@@ -17,7 +17,7 @@ import sys
 import redis
 
 from ..errors import ConfigError, JwqlDramatiqError, RedisUnavailable
-from . import actions, views, worker
+from . import actions, views, web, worker
 from ._common import (EXIT_CODES, RET_CONFIG, RET_ERROR, RET_FAIL, RET_FINISHED, RET_NOT_FOUND, RET_OK,
                       RET_PIDFILE, RET_REDIS, RET_REFUSED, RET_USAGE, CommandError, Context)
 
@@ -51,6 +51,9 @@ EPILOG = """examples:
   jwql-dramatiq locks list
   jwql-dramatiq locks clear --stale
 
+  # the dashboard and /metrics (read-only unless $JWQL_DRAMATIQ_WEB_TOKEN is set)
+  jwql-dramatiq web --bind 0.0.0.0 --port 8765
+
 exit codes:
 """ + "\n".join(f"  {code}  {meaning}" for code, meaning in EXIT_CODES)
 
@@ -79,6 +82,7 @@ def build_parser() -> argparse.ArgumentParser:
     worker.add_parser(sub)
     views.add_parsers(sub)
     actions.add_parsers(sub)
+    web.add_parsers(sub)
     return parser
 
 
