@@ -5,9 +5,10 @@ The Dramatiq CLI imports the broker module in each worker process, then calls
 single-threaded: it loads the config, sets the CRDS environment, builds the broker, forks the
 preloaded fork server, routes every actor through it, and checks that Redis answers.
 
-Failures are reported in one line (no traceback) and end the worker with Dramatiq's
-documented codes: 2 (``RET_IMPORT``) for a bad config, 3 (``RET_CONNECT``) for Redis
-unreachable.
+Failures are reported in one line (no traceback) and end the worker with the codes of
+:mod:`jwql_dramatiq.exit_codes` (Dramatiq's own): ``RET_CONFIG`` (2, Dramatiq's ``RET_IMPORT``)
+for a bad config or credentials Redis refuses, ``RET_REDIS`` (3, Dramatiq's ``RET_CONNECT``) for
+Redis unreachable. Dramatiq picks the code by the exception's type, hence the two classes below.
 """
 
 from __future__ import annotations
@@ -22,7 +23,7 @@ import sys
 from dramatiq.errors import BrokerConnectionError
 
 from . import registry
-from .errors import ConfigError, RedisUnavailable
+from .errors import ConfigError, RedisAuthFailed, RedisUnavailable
 
 logger = logging.getLogger(__name__)
 
@@ -34,11 +35,15 @@ EXECUTOR = None
 
 
 class WorkerConfigError(ConfigError, ImportError):
-    """A bad config at worker start; Dramatiq exits with RET_IMPORT (2)."""
+    """A bad config at worker start; Dramatiq exits with RET_IMPORT, our RET_CONFIG (2)."""
+
+
+class WorkerRedisAuthFailed(RedisAuthFailed, ImportError):
+    """Redis refused the configured credentials at worker start: a bad config, exit RET_CONFIG (2)."""
 
 
 class WorkerRedisUnavailable(RedisUnavailable, BrokerConnectionError):
-    """Redis unreachable at worker start; Dramatiq exits with RET_CONNECT (3)."""
+    """Redis unreachable at worker start; Dramatiq exits with RET_CONNECT, our RET_REDIS (3)."""
 
 
 class _OneLineErrors(logging.Filter):
@@ -50,7 +55,7 @@ class _OneLineErrors(logging.Filter):
 
     def filter(self, record: logging.LogRecord) -> bool:
         exc = record.exc_info[1] if record.exc_info else None
-        if isinstance(exc, (WorkerConfigError, WorkerRedisUnavailable)):
+        if isinstance(exc, (WorkerConfigError, WorkerRedisAuthFailed, WorkerRedisUnavailable)):
             record.msg, record.args = f"jwql-dramatiq: {exc}", ()
             record.exc_info, record.exc_text = None, None
         return True
@@ -68,6 +73,8 @@ def boot_worker() -> None:
     ------
     WorkerConfigError
         The config is invalid.
+    WorkerRedisAuthFailed
+        Redis refused the configured credentials.
     WorkerRedisUnavailable
         Redis does not answer.
     """
@@ -120,6 +127,8 @@ def boot_worker() -> None:
         registry.set_task_runner(_run_in_child)
     try:
         check_redis(broker.client, config.redis_address)
+    except RedisAuthFailed as e:
+        raise WorkerRedisAuthFailed(e.address, e.reason, e.username) from None
     except RedisUnavailable as e:
         raise WorkerRedisUnavailable(e.address, e.reason) from None
     control = WorkerControl(broker, EXECUTOR)

@@ -29,7 +29,7 @@ from dramatiq.results import Results
 from . import registry
 from .config import Config, load_config
 from .consumer import WakingConsumer
-from .errors import RedisUnavailable
+from .connection import redis_unavailable
 from .results import JwqlResultsBackend
 from .revoke import SkipRevoked, revoked_key
 from .states import TaskStates
@@ -79,7 +79,7 @@ class JwqlRedisBroker(RedisBroker):
                 pipe.execute()
             return message
         except (redis.ConnectionError, redis.TimeoutError) as e:
-            raise RedisUnavailable(self.address, str(e)) from None
+            raise redis_unavailable(e, address=self.address, client=self.client) from None
 
 
 class _WorkerDefaults(Middleware):

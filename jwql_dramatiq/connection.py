@@ -5,11 +5,11 @@ Built lazily from the config on first use; importing this module opens no connec
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import redis
 
-from .errors import RedisUnavailable
+from .errors import RedisAuthFailed, RedisUnavailable
 
 if TYPE_CHECKING:
     from .config import Config
@@ -58,7 +58,7 @@ def get_redis(config: Config | None = None) -> redis.Redis:
 
 
 def check_redis(client: redis.Redis, address: str) -> None:
-    """Ping Redis once and turn a connection failure into :class:`RedisUnavailable`.
+    """Ping Redis once and turn a failure to reach or log in into :class:`RedisUnavailable`.
 
     Parameters
     ----------
@@ -68,11 +68,79 @@ def check_redis(client: redis.Redis, address: str) -> None:
 
     Raises
     ------
+    RedisAuthFailed
+        Redis refused the credentials.
     RedisUnavailable
+        Redis did not answer.
     """
     try:
         client.ping()
-    except (redis.ConnectionError, redis.TimeoutError, OSError) as e:
-        raise RedisUnavailable(address, str(e) or type(e).__name__) from None
-    except redis.AuthenticationError as e:
-        raise RedisUnavailable(address, f"authentication failed: {e}") from None
+    except (redis.ConnectionError, redis.TimeoutError, redis.AuthenticationWrongNumberOfArgsError, OSError) as e:
+        raise redis_unavailable(e, address=address, client=client) from None
+
+
+def redis_unavailable(error: BaseException, address: str | None = None, client: Any = None,
+                      what: str | None = None) -> RedisUnavailable:
+    """Turn a redis-py error into this package's error: the one conversion, used everywhere.
+
+    A refused login (wrong password, unknown or disabled ACL user, ``NOAUTH``) becomes
+    :class:`RedisAuthFailed`, "Redis authentication failed for user 'X' at host:port: ...", which
+    is not an outage (never retried, and exits with the bad-config code); anything else
+    (connection refused, timeout, reset) becomes :class:`RedisUnavailable`, "Redis is
+    unreachable at host:port: ...". Neither message carries credentials.
+
+    Parameters
+    ----------
+    error : BaseException
+        The driver's error; an existing :class:`RedisUnavailable` is returned unchanged (or, with
+        ``what``, as the same class with ``what`` put before its reason).
+    address : str, optional
+        ``host:port`` (no credentials); default: the client's address.
+    client : redis.Redis, optional
+        The client that failed: its address and ACL user name are used.
+    what : str, optional
+        What was being done, put before the driver's message ("sending jw..._uncal.fits").
+
+    Returns
+    -------
+    RedisUnavailable
+        To be raised, normally ``from None`` (a driver traceback may carry connection details).
+    """
+    if isinstance(error, RedisUnavailable):
+        if not what:
+            return error
+        address, reason = error.address, error.reason
+    else:
+        reason = str(error) or type(error).__name__
+    if address is None:
+        address = client_address(client)
+    if what:
+        reason = f"{what}: {reason}"
+    if is_auth_error(error):
+        username = error.username if isinstance(error, RedisAuthFailed) else client_username(client)
+        return RedisAuthFailed(address, reason, username)
+    return RedisUnavailable(address, reason)
+
+
+def is_auth_error(error: BaseException) -> bool:
+    """Whether ``error`` is Redis refusing the credentials (not an outage)."""
+    return isinstance(error, (redis.AuthenticationError, redis.AuthenticationWrongNumberOfArgsError, RedisAuthFailed))
+
+
+def client_address(client: Any) -> str:
+    """``host:port`` (or ``unix:<path>``) of a redis-py client, without credentials; ``?`` if unknown."""
+    try:
+        kwargs = client.connection_pool.connection_kwargs
+    except AttributeError:
+        return "?"
+    if kwargs.get("path"):
+        return f"unix:{kwargs['path']}"
+    return f"{kwargs.get('host', 'localhost')}:{kwargs.get('port', 6379)}"
+
+
+def client_username(client: Any) -> str | None:
+    """The ACL user name a redis-py client logs in as (``"default"`` if none is given; None: no client)."""
+    try:
+        return client.connection_pool.connection_kwargs.get("username") or "default"
+    except AttributeError:
+        return None

@@ -7,6 +7,8 @@ Driver errors (redis-py, dramatiq) are converted at the boundary with ``raise ..
 
 from __future__ import annotations
 
+from dramatiq.results import ResultTimeout
+
 
 class JwqlDramatiqError(Exception):
     """Base class for every jwql_dramatiq error."""
@@ -50,6 +52,31 @@ class RedisUnavailable(JwqlDramatiqError):
         super().__init__(f"Redis is unreachable at {address}: {reason}")
 
 
+class RedisAuthFailed(RedisUnavailable):
+    """Redis refused the configured credentials (wrong password, unknown or disabled ACL user).
+
+    A :class:`RedisUnavailable` (Redis cannot be used), but not an outage: it is never retried,
+    and commands and workers exit with the bad-config code. Build it with
+    :func:`jwql_dramatiq.connection.redis_unavailable`, never with the password.
+
+    Parameters
+    ----------
+    address : str
+        ``host:port``, never with credentials.
+    reason : str
+        The server's own message (it never contains the password).
+    username : str or None
+        The ACL user (``"default"`` for a bare ``requirepass``); None when not known.
+    """
+
+    def __init__(self, address: str, reason: str, username: str | None = None) -> None:
+        self.address = address
+        self.reason = reason
+        self.username = username
+        user = f" for user {username!r}" if username else ""
+        JwqlDramatiqError.__init__(self, f"Redis authentication failed{user} at {address}: {reason}")
+
+
 class TaskError(JwqlDramatiqError):
     """Base class for a task that did not produce a value."""
 
@@ -81,8 +108,12 @@ class TaskRevoked(TaskError):
     """The task was revoked (and, if it was running with ``terminate``, its child was killed)."""
 
 
-class TaskTimeout(TaskError):
-    """A caller's bounded wait for a result ran out. The task itself may still be running."""
+class TaskTimeout(TaskError, ResultTimeout):
+    """A caller's bounded wait for a result ran out. The task itself may still be running.
+
+    Also Dramatiq's :class:`dramatiq.results.ResultTimeout`, so code written for Dramatiq's
+    ``message.get_result(block=True)`` (``except ResultTimeout``) catches it too.
+    """
 
 
 class ExecutorError(JwqlDramatiqError):

@@ -4,7 +4,8 @@ A worker already waits Redis out; a monitor that is given a bound (``timeout``) 
 rather than fail at once while Redis restarts. :func:`ride_through` retries one Redis-touching
 step with exponential back-off until the call's deadline, then raises
 :class:`~jwql_dramatiq.errors.RedisUnavailable` naming the address and how long it tried.
-A wrong password is not an outage and is raised at once.
+A wrong password is not an outage: it is raised at once, as
+:class:`~jwql_dramatiq.errors.RedisAuthFailed`.
 """
 
 from __future__ import annotations
@@ -15,6 +16,7 @@ from typing import Callable, TypeVar
 
 import redis
 
+from .connection import is_auth_error, redis_unavailable
 from .errors import RedisUnavailable
 
 logger = logging.getLogger(__name__)
@@ -26,13 +28,17 @@ RETRY_FIRST_S = 0.1
 #: Longest pause between two attempts, in seconds.
 RETRY_MAX_S = 2.0
 
-#: Driver errors that mean "Redis did not answer" (AuthenticationError is excluded below).
+#: Errors that mean "Redis did not answer" (a refused login is excluded below).
 OUTAGE_ERRORS = (redis.ConnectionError, redis.TimeoutError, RedisUnavailable, ConnectionError)
 
 
 def is_outage(error: BaseException) -> bool:
-    """Whether ``error`` means Redis could not be reached (not a refused password or a bad command)."""
-    return isinstance(error, OUTAGE_ERRORS) and not isinstance(error, redis.AuthenticationError)
+    """Whether ``error`` means Redis could not be reached (not refused credentials or a bad command).
+
+    A refused login (``redis.AuthenticationError``, or this package's
+    :class:`~jwql_dramatiq.errors.RedisAuthFailed`) is not an outage: retrying cannot fix it.
+    """
+    return isinstance(error, OUTAGE_ERRORS) and not is_auth_error(error)
 
 
 def ride_through(call: Callable[[], T], deadline: float, address: str, what: str) -> T:
@@ -67,11 +73,13 @@ def ride_through(call: Callable[[], T], deadline: float, address: str, what: str
             return call()
         except Exception as e:
             if not is_outage(e):
+                if is_auth_error(e):
+                    raise redis_unavailable(e, address=address) from None
                 raise
             now = time.monotonic()
             if now >= deadline:
-                raise RedisUnavailable(address, f"{what}: no answer after trying for {now - started:.1f} s "
-                                                f"(the call's bound); last error: {_reason(e)}") from None
+                raise redis_unavailable(e, address=address, what=f"{what}: no answer after trying for "
+                                        f"{now - started:.1f} s (the call's bound); last error") from None
             if not warned:
                 logger.warning("Redis at %s is unreachable while %s (%s); retrying for up to %.1f s more",
                                address, what, _reason(e), deadline - now)

@@ -20,9 +20,9 @@ from dramatiq.results import ResultFailure, ResultTimeout
 from dramatiq.results.backend import DEFAULT_TIMEOUT
 from dramatiq.results.backends.redis import RedisBackend
 
-from .connection import BLOCKING_SLICE_S
-from .scripts import lua_source
-from .errors import RedisUnavailable, TaskFailed
+from .connection import BLOCKING_SLICE_S, redis_unavailable
+from .errors import TaskFailed
+from .scripts import STORE_RESULT
 
 #: Marker Dramatiq puts on stored exceptions.
 _CANARY = "dramatiq.results.Result"
@@ -76,7 +76,6 @@ class JwqlResultsBackend(RedisBackend):
         super().__init__(**kwargs)
         self.address = address
         self.revoked_key = revoked_key
-        self._store_script = self.client.register_script(lua_source("store_result"))
 
     def store_result(self, message, result: Any, ttl: int) -> None:  # noqa: D102
         self._store_guarded(message, result, ttl, force=False)
@@ -101,9 +100,9 @@ class JwqlResultsBackend(RedisBackend):
     def _store_guarded(self, message, payload: Any, ttl: int, force: bool) -> None:
         # A revoked task's late result must not replace the "revoked" failure its waiter got, nor
         # a duplicate run's late failure a success (store_result.lua).
-        self._store_script(keys=[self.build_message_key(message), self.revoked_key],
-                           args=[message.message_id, self.encoder.encode(payload), ttl, "1" if force else "0",
-                                 "1" if _is_failure(payload) else "0"])
+        STORE_RESULT.run(self.client, keys=[self.build_message_key(message), self.revoked_key],
+                         args=[message.message_id, self.encoder.encode(payload), ttl, "1" if force else "0",
+                               "1" if _is_failure(payload) else "0"])
         if isinstance(message, MessageProxy):
             # Redis answered: the message has a result (ours, or one the script kept). The consumer's
             # ack reads this instead of asking Redis again (WakingConsumer._result_lost).
@@ -134,4 +133,4 @@ class JwqlResultsBackend(RedisBackend):
             e.message_id = message.message_id
             raise
         except (redis.ConnectionError, redis.TimeoutError) as e:
-            raise RedisUnavailable(self.address, str(e)) from None
+            raise redis_unavailable(e, address=self.address, client=self.client) from None

@@ -31,7 +31,7 @@ from dramatiq.common import q_name
 from dramatiq.middleware import Middleware
 
 from .control import worker_hostname
-from .scripts import lua_source
+from .scripts import TASK_STATE
 
 #: The states a task goes through.
 QUEUED, SCHEDULED, RUNNING, SUCCEEDED, FAILED, PURGED, REVOKED = (
@@ -45,8 +45,6 @@ INDEX_MAX = 10_000
 #: Write modes of :func:`write_state`.
 MODES = ("guard", "enqueue", "force")
 
-_script_lock = threading.Lock()
-_script: Any = None
 
 
 def task_key(namespace: str, message_id: str) -> str:
@@ -95,7 +93,6 @@ def write_state(client: redis.Redis, namespace: str, message_id: str, ttl_ms: in
     redis.RedisError
         As raised by the client.
     """
-    global _script
     if mode not in MODES:
         raise ValueError(f"mode must be one of {MODES}, got {mode!r}")
     task_fields = [x for k, v in fields.items() if v is not None for x in (k, _encode(v))]
@@ -104,10 +101,7 @@ def write_state(client: redis.Redis, namespace: str, message_id: str, ttl_ms: in
     if also is not None and also[1]:
         keys.append(also[0])
         args.extend(x for k, v in also[1].items() for x in (k, _encode(v)))
-    with _script_lock:
-        if _script is None:
-            _script = client.register_script(lua_source("task_state"))
-    return bool(_script(keys=keys, args=args, client=client))
+    return bool(TASK_STATE.run(client, keys=keys, args=args))
 
 
 @dataclass(frozen=True)

@@ -29,7 +29,9 @@ from dataclasses import dataclass
 import redis
 from dramatiq.common import current_millis
 
-from .scripts import lua_source
+from .connection import redis_unavailable
+from .errors import RedisAuthFailed
+from .scripts import SWEEP
 
 logger = logging.getLogger(__name__)
 
@@ -74,7 +76,6 @@ class Sweeper:
         self.interval_s = interval_s
         self.passes = 0
         self.requeued_total = 0
-        self._script = broker.client.register_script(lua_source("sweep"))
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
         self._failing = False
@@ -101,7 +102,8 @@ class Sweeper:
             Redis could not be reached.
         """
         broker = self.broker
-        reply = self._script(
+        reply = SWEEP.run(
+            broker.client,
             keys=[f"{broker.namespace}:__heartbeats__"],
             args=[broker.namespace, current_millis() if now_ms is None else now_ms, int(broker.heartbeat_timeout),
                   int(broker.dead_message_ttl), broker.broker_id, WAKE_LIST_MAX, *self.queue_names()],
@@ -138,7 +140,9 @@ class Sweeper:
                 self._failing = False
             except (redis.ConnectionError, redis.TimeoutError) as e:
                 if not self._failing:  # once per outage, not once per interval
-                    logger.warning("Sweeper: Redis unreachable (%s); retrying every %.2f s.", e, self.interval_s)
+                    error = redis_unavailable(e, address=self.broker.address, client=self.broker.client)
+                    reason = error if isinstance(error, RedisAuthFailed) else f"Redis unreachable ({e})"
+                    logger.warning("Sweeper: %s; retrying every %.2f s.", reason, self.interval_s)
                 self._failing = True
             except Exception:  # never let the thread die: a dead sweeper would go unnoticed
                 logger.exception("Sweeper: pass failed; retrying in %.2f s.", self.interval_s)

@@ -14,7 +14,8 @@ from typing import Any, Callable, Iterable, Iterator
 from dramatiq.message import Message
 from dramatiq.results import ResultMissing
 
-from .errors import RedisUnavailable, TaskTimeout
+from .connection import is_auth_error, redis_unavailable
+from .errors import TaskTimeout
 from .outage import is_outage
 
 #: First and longest pause between two checks of the pending results, in seconds.
@@ -75,13 +76,16 @@ def iter_results(messages: Iterable[Message], timeout_s: float,
             outage_since = None
         except Exception as e:  # an outage is waited out within the bound, like a slow task
             if not is_outage(e):
+                if is_auth_error(e):
+                    raise redis_unavailable(e, address=backend.address, client=backend.client) from None
                 raise
             now = time.monotonic()
             outage_since = outage_since or now
             if now >= deadline:
-                raise RedisUnavailable(backend.address, f"waiting for {len(pending)} result(s): no answer for "
-                                                        f"{now - outage_since:.1f} s, until the bound of "
-                                                        f"{timeout_s:g} s ran out; last error: {e}") from None
+                raise redis_unavailable(e, address=backend.address, client=backend.client,
+                                        what=f"waiting for {len(pending)} result(s): no answer for "
+                                             f"{now - outage_since:.1f} s, until the bound of {timeout_s:g} s ran "
+                                             f"out; last error") from None
             time.sleep(min(OUTAGE_PAUSE_S, deadline - now))
             continue
         found = [mid for mid, raw in raws.items() if raw is not None]

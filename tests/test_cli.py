@@ -503,6 +503,17 @@ def test_a_stale_pid_file_is_removed_and_a_garbage_one_refused(tmp_path):
     assert check_pid_file(str(tmp_path / "none.pid")) is None
 
 
+def _assert_restart_policy_follows_the_exit_code_table(settings: dict[str, str]) -> None:
+    from jwql_dramatiq import exit_codes
+
+    prevented = {int(code) for code in settings["RestartPreventExitStatus"].split()}
+    # A bad config (or refused credentials) and a pid file naming a live worker fail the same way
+    # again: never restarted. Redis unreachable and a killed worker may pass: restarted.
+    assert exit_codes.RET_CONFIG in prevented and exit_codes.RET_PIDFILE in prevented
+    assert prevented == set(exit_codes.NO_RESTART)
+    assert not prevented & set(exit_codes.RESTART) and exit_codes.RET_REDIS not in prevented
+
+
 def _systemd_seconds(text: str) -> float:
     import re
 
@@ -519,7 +530,8 @@ def test_the_systemd_unit_stops_gracefully_and_outwaits_the_longest_task():
     settings = dict(line.split("=", 1) for line in unit.splitlines() if "=" in line and not line.startswith("#"))
     assert settings["ExecStart"].endswith("jwql-dramatiq worker")
     assert settings["KillMode"] == "mixed" and settings["KillSignal"] == "SIGTERM"
-    assert settings["Restart"] == "on-failure" and settings["RestartPreventExitStatus"].split() == ["2", "4"]
+    assert settings["Restart"] == "on-failure"
+    _assert_restart_policy_follows_the_exit_code_table(settings)
     default = validate({"redis_host": "h", "redis_port": 6379, "transfer_dir": "/t"}, "defaults")
     assert _systemd_seconds(settings["TimeoutStopSec"]) > shutdown_timeout_ms(default) / 1000
     env = (REPO / "deploy" / "jwql-dramatiq.env").read_text()

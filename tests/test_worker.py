@@ -13,6 +13,7 @@ from dramatiq.results import ResultFailure
 
 from jwql_dramatiq.actors import ping
 from jwql_dramatiq.errors import RedisUnavailable, TaskFailed
+from jwql_dramatiq.exit_codes import RET_CONFIG, RET_REDIS
 from tests import actors_for_tests as t
 from tests.conftest import free_port
 
@@ -58,7 +59,7 @@ def test_worker_with_unreachable_redis_prints_one_line_and_exits_3(make_config, 
     worker = start_worker(make_config(redis_url=f"redis://127.0.0.1:{port}/0"), wait=False)
     code = worker.proc.wait(60)
     log = worker.log()
-    assert code == 3, log
+    assert code == RET_REDIS, log
     assert f"Redis is unreachable at 127.0.0.1:{port}" in log
     assert "Traceback" not in log
 
@@ -72,7 +73,7 @@ def test_worker_with_bad_config_prints_one_line_and_exits_2(tmp_path, make_confi
     worker = start_worker(path, wait=False)
     code = worker.proc.wait(60)
     log = worker.log()
-    assert code == 2, log
+    assert code == RET_CONFIG, log
     assert "'redis_port'" in log and "seventy" in log and str(path) in log
     assert "Traceback" not in log
 
@@ -110,11 +111,11 @@ def test_each_config_mistake_is_one_line_naming_file_and_key(tmp_path, make_conf
     code = worker.proc.wait(60)
     status = subprocess.run([str(Path(sys.executable).with_name("jwql-dramatiq")), "--config", str(path), "status"],
                             capture_output=True, text=True, timeout=60)
-    # Then: worker exit 2 and status exit 5, each with one line naming the file and the key
+    # Then: worker and status both exit 2 (RET_CONFIG), each with one line naming the file and the key
     log_lines = [line for line in worker.log().splitlines() if f"'{key}'" in line]
-    assert code == 2, worker.log()
+    assert code == RET_CONFIG, worker.log()
     assert len(log_lines) == 1 and str(path) in log_lines[0] and "Traceback" not in worker.log()
-    assert status.returncode == 5, status
+    assert status.returncode == RET_CONFIG, status
     assert status.stderr.count("\n") == 1 and str(path) in status.stderr and f"'{key}'" in status.stderr
     assert "Traceback" not in status.stderr
 

@@ -4,8 +4,9 @@ Every procedure of the old runbook is one command: start a host's worker (``work
 what runs (``status``, ``tasks``), empty the queues without leaving a monitor waiting
 (``purge``), stop workers from any host (``shutdown``), cancel a task (``revoke``), and find
 and clear stale locks (``locks``). Read commands take ``--json``. Exit codes are the ``RET_*``
-constants (see :data:`EXIT_CODES` and ``jwql-dramatiq --help``); errors are one line, never a
-traceback, and never show Redis credentials.
+constants of :mod:`jwql_dramatiq.exit_codes`, the worker's table too (see :data:`EXIT_CODES` and
+``jwql-dramatiq --help``): a bad config is 2 and Redis unreachable is 3 for every command and for
+the worker. Errors are one line, never a traceback, and never show Redis credentials.
 """
 
 from __future__ import annotations
@@ -16,13 +17,13 @@ import sys
 
 import redis
 
-from ..errors import ConfigError, JwqlDramatiqError, RedisUnavailable
+from ..errors import ConfigError, JwqlDramatiqError, RedisAuthFailed, RedisUnavailable
 from . import actions, views, web, worker
-from ._common import (EXIT_CODES, RET_CONFIG, RET_ERROR, RET_FAIL, RET_FINISHED, RET_NOT_FOUND, RET_OK,
-                      RET_PIDFILE, RET_REDIS, RET_REFUSED, RET_USAGE, CommandError, Context)
+from ._common import (EXIT_CODES, RET_CONFIG, RET_ERROR, RET_FAIL, RET_FINISHED, RET_INTERRUPTED, RET_NOT_FOUND,
+                      RET_OK, RET_PIDFILE, RET_REDIS, RET_REFUSED, RET_USAGE, CommandError, Context)
 
 __all__ = ["main", "build_parser", "EXIT_CODES", "RET_OK", "RET_FAIL", "RET_USAGE", "RET_REDIS", "RET_PIDFILE",
-           "RET_CONFIG", "RET_NOT_FOUND", "RET_FINISHED", "RET_REFUSED", "RET_ERROR"]
+           "RET_CONFIG", "RET_NOT_FOUND", "RET_FINISHED", "RET_REFUSED", "RET_ERROR", "RET_INTERRUPTED"]
 
 EPILOG = """examples:
   # start this host's worker in the background (pid file and log file per host)
@@ -118,12 +119,12 @@ def main(argv: list[str] | None = None) -> int:
     except ConfigError as e:
         _error(f"bad config: {e}")
         return RET_CONFIG
-    except RedisUnavailable as e:
-        _error(str(e))
-        return RET_REDIS
-    except (redis.ConnectionError, redis.TimeoutError) as e:  # after the first check: Redis went away
-        _error(str(RedisUnavailable(_address(ctx), str(e) or type(e).__name__)))
-        return RET_REDIS
+    except (RedisUnavailable, redis.ConnectionError, redis.TimeoutError) as e:  # also after the first check
+        from ..connection import redis_unavailable
+
+        error = redis_unavailable(e, address=_address(ctx), client=ctx.client_if_built())
+        _error(str(error))
+        return RET_CONFIG if isinstance(error, RedisAuthFailed) else RET_REDIS
     except redis.RedisError as e:
         _error(f"Redis error at {_address(ctx)}: {e}")
         return RET_ERROR
@@ -132,7 +133,7 @@ def main(argv: list[str] | None = None) -> int:
         return RET_ERROR
     except KeyboardInterrupt:
         _error("interrupted")
-        return 130
+        return RET_INTERRUPTED
     finally:
         ctx.close()
 

@@ -1,4 +1,5 @@
-"""What every command shares: exit codes, the config/Redis/broker context, and output helpers."""
+"""What every command shares: exit codes (from :mod:`jwql_dramatiq.exit_codes`), the config/Redis/broker
+context, and output helpers."""
 
 from __future__ import annotations
 
@@ -11,43 +12,9 @@ import redis
 
 from ..config import Config, load_config
 from ..errors import JwqlDramatiqError, RedisUnavailable
-
-#: Done; for ``status``, Redis answers and at least one worker is alive.
-RET_OK = 0
-#: The check failed or the action did not finish: ``status`` found no live worker, ``shutdown``
-#: targets were still running after ``--wait``, ``worker --detach`` did not come up.
-RET_FAIL = 1
-#: Invalid command line, or ``purge`` not confirmed (no ``--yes``, and no "y" typed at a terminal).
-RET_USAGE = 2
-#: Redis is unreachable (the same code as a worker's).
-RET_REDIS = 3
-#: ``worker``: the pid file points at a live worker (the same code as Dramatiq's).
-RET_PIDFILE = 4
-#: The config file is missing or invalid.
-RET_CONFIG = 5
-#: No such task, lock or live worker.
-RET_NOT_FOUND = 6
-#: ``revoke``: the task already finished; nothing changed.
-RET_FINISHED = 7
-#: ``locks clear``: the lock's owner is alive (give ``--force`` to remove it anyway).
-RET_REFUSED = 8
-#: Any other error of this package.
-RET_ERROR = 9
-
-#: Exit codes and their meaning, for ``--help`` and the README.
-EXIT_CODES = (
-    (RET_OK, "done; status: Redis answers and at least one worker is alive"),
-    (RET_FAIL, "status: no live worker; shutdown: targets still running after --wait; "
-               "worker --detach: the worker did not come up"),
-    (RET_USAGE, "invalid command line; purge not confirmed"),
-    (RET_REDIS, "Redis is unreachable"),
-    (RET_PIDFILE, "worker: the pid file points at a live worker"),
-    (RET_CONFIG, "the config file is missing or invalid"),
-    (RET_NOT_FOUND, "no such task, lock or live worker"),
-    (RET_FINISHED, "revoke: the task already finished; nothing changed"),
-    (RET_REFUSED, "locks clear: the owner is alive (use --force)"),
-    (RET_ERROR, "any other error"),
-)
+# The one exit-code table (shared with the worker), re-exported for the commands.
+from ..exit_codes import (EXIT_CODES, RET_CONFIG, RET_ERROR, RET_FAIL, RET_FINISHED,  # noqa: F401
+                          RET_INTERRUPTED, RET_NOT_FOUND, RET_OK, RET_PIDFILE, RET_REDIS, RET_REFUSED, RET_USAGE)
 
 
 class CommandError(JwqlDramatiqError):
@@ -119,6 +86,10 @@ class Context:
     def client(self) -> redis.Redis:
         """The broker's Redis client (checked)."""
         return self.broker.client
+
+    def client_if_built(self) -> redis.Redis | None:
+        """The broker's client if the broker was built, else None (never connects)."""
+        return None if self._broker is None else self._broker.client
 
     def close(self) -> None:
         """Close the broker's connections, if one was built."""

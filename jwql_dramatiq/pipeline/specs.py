@@ -77,9 +77,6 @@ def check_step_args_against_specs(step_args: Mapping[str, Mapping[str, Any]], pi
     BadInput
         Naming the step and the parameter.
     """
-    from configobj.validate import Validator
-
-    parser = Validator()
     for step, params in step_args.items():
         spec = step_class(step, pipeline).load_spec_file()
         for key, value in params.items():
@@ -88,7 +85,7 @@ def check_step_args_against_specs(step_args: Mapping[str, Mapping[str, Any]], pi
                 raise BadInput(f"{where} is set by the task and cannot be given")
             if key not in spec:
                 raise BadInput(f"unknown parameter {key!r} for step {step!r}; known: {', '.join(sorted(spec))}")
-            fun_name, fun_args, _fun_kwargs, default = parser._parse_with_caching(spec[key])
+            fun_name, fun_args, default = parse_check(spec[key])
             _check_value(where, value, fun_name, fun_args, default)
 
 
@@ -152,10 +149,51 @@ def skipped_by_default(step: str, pipeline: str = "cal") -> bool:
     BadInput
         If the step is unknown for the pipeline.
     """
-    from configobj.validate import Validator
-
     spec = step_class(step, pipeline).load_spec_file()
     if "skip" not in spec:
         return False
-    _name, _args, _kwargs, default = Validator()._parse_with_caching(spec["skip"])
+    _name, _args, default = parse_check(spec["skip"])
     return str(default).strip().lower() == "true"
+
+
+class _CheckRecorder(dict):
+    """configobj check functions that, instead of checking, return how they were called.
+
+    Handed to configobj's public ``Validator.check`` (as the validator's ``functions``), it
+    gives the check's name, positional arguments and raw default as configobj itself parses
+    them, for every check name (jwst's own, such as ``is_string_or_datamodel``, included).
+    """
+
+    def __missing__(self, name: str):
+        def record(value: Any, *args: Any, **_kwargs: Any) -> tuple[str, list[Any], Any]:
+            return name, list(args), value
+
+        return record
+
+
+def parse_check(check: str) -> tuple[str, list[Any], Any]:
+    """Split a configobj check (``"option('a', 'b', default='a')"``) with configobj's public API.
+
+    Parameters
+    ----------
+    check : str
+        One value of a step's spec.
+
+    Returns
+    -------
+    tuple
+        ``(name, positional arguments, default)``; the default is configobj's raw text
+        (``"True"``, ``"None"``), or None when the check has none.
+    """
+    from configobj.validate import Validator, VdtMissingValue
+
+    validator = Validator()
+    validator.functions = _CheckRecorder()
+    name, args, _ = validator.check(check, "")
+    try:
+        recorded = validator.check(check, None, missing=True)
+    except VdtMissingValue:
+        return name, args, None  # no default
+    if recorded is None:  # configobj turns default=None into None before calling the check
+        return name, args, "None"
+    return name, args, recorded[2]

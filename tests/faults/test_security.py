@@ -21,7 +21,8 @@ from jwql_dramatiq.actors import ping
 from jwql_dramatiq.broker import setup_broker
 from jwql_dramatiq.config import load_config
 from jwql_dramatiq.embedded import WorkerProcess, free_port
-from jwql_dramatiq.errors import RedisUnavailable
+from jwql_dramatiq.errors import RedisAuthFailed, RedisUnavailable
+from jwql_dramatiq.exit_codes import RET_CONFIG
 from tests.conftest import REPO, base_config, wait_for
 from tests.faults.servers import RECOMMENDED_RULES, SecureRedis, make_tls_files, new_password
 
@@ -108,13 +109,15 @@ def test_wrong_password_is_one_line_without_the_password(tmp_path, acl_redis, re
     setup_broker(load_config(tmp_path / "worker.json"))
     with pytest.raises(RedisUnavailable) as info:
         ping.send()
-    # Then: the worker exits 3 with one line naming host:port, and no output holds the password
+    # Then: the worker exits with the bad-config code, one line naming the user and host:port, and
+    # no output holds the password
     log = worker.log()
-    assert code == 3, log
-    assert f"127.0.0.1:{acl_redis.port}" in log and "Traceback" not in log
+    assert code == RET_CONFIG, log
+    assert f"authentication failed for user 'jwql' at 127.0.0.1:{acl_redis.port}" in log and "Traceback" not in log
+    assert isinstance(info.value, RedisAuthFailed) and "unreachable" not in log
     assert wrong not in log and wrong not in str(info.value) and wrong not in repr(info.value)
     record_figures(case="wrong Redis password", exit_code=code,
-                   error=next(line for line in log.splitlines() if "unreachable" in line).split("] ")[-1][:200],
+                   error=next(line for line in log.splitlines() if "authentication failed" in line).split("] ")[-1][:200],
                    password_in_output=False)
 
 
