@@ -139,7 +139,7 @@ def test_without_a_token_every_action_is_refused(broker, make_config, redis_clie
     server = web(config, token=None)
     waiting = t.record_span.send(0.1)
     client, csrf = csrf_session(server)
-    with client:
+    try:
         # When each action is posted with a valid CSRF token and any token at all
         for action, form in ACTION_FORMS.items():
             for token in ("", TOKEN, "anything"):
@@ -148,6 +148,8 @@ def test_without_a_token_every_action_is_refused(broker, make_config, redis_clie
                 assert response.status_code == 403, (action, response.text)
                 assert "Actions are off" in response.text
         assert client.get("/").text.count("read-only (actions off)") == 1
+    finally:
+        client.close()
     assert get_task_state(waiting.message_id).state == "queued"
     assert redis_client.llen(f"{NS}:jwql") == 1
 
@@ -165,7 +167,7 @@ def test_a_cross_site_post_without_the_csrf_token_is_refused(broker, make_config
                          headers={"Origin": "http://evil.example", "Referer": "http://evil.example/x"})
     # ... or sends a cookie but not the form field, or a field that does not match
     client, csrf = csrf_session(server)
-    with client:
+    try:
         no_field = client.post("/actions/revoke", data=form)
         wrong = client.post("/actions/revoke", data={**form, "csrf": "x" * 43})
         # ... or a right CSRF pair from a page whose Origin is another site
@@ -180,6 +182,8 @@ def test_a_cross_site_post_without_the_csrf_token_is_refused(broker, make_config
 
         # And the same action from the dashboard's own page, with the token, goes through
         done = client.post("/actions/revoke", data={**form, "csrf": csrf})
+    finally:
+        client.close()
     assert done.status_code == 200 and "revoked" in done.text
     assert get_task_state(waiting.message_id).state == "revoked"
 
@@ -200,7 +204,7 @@ def test_no_credential_appears_in_any_page_or_metric(broker, redis_server, redis
         wait_for(lambda: (s := get_task_state(message.message_id)) and s.state == "failed", 30, "the failure")
         with lock("secret-lock", lease_s=30, client=admin, namespace=NS):
             client, csrf = csrf_session(server)
-            with client:
+            try:
                 pages = ["/", "/?all=1", "/tasks", f"/tasks/{message.message_id}", "/tasks?state=failed", "/locks",
                          "/charts", "/metrics", "/healthz", "/tasks?fragment=1", "/static/live.js",
                          "/confirm/revoke?message_id=x", "/confirm/shutdown?host=h", "/confirm/clear_lock?name=n"]
@@ -208,6 +212,8 @@ def test_no_credential_appears_in_any_page_or_metric(broker, redis_server, redis
                 bodies.append(client.post("/actions/clear_lock", data={"name": "secret-lock", "csrf": csrf,
                                                                         "token": TOKEN}))
                 bodies.append(client.post("/actions/revoke", data={"message_id": "x", "csrf": csrf, "token": "bad"}))
+            finally:
+                client.close()
         # Then neither the Redis password nor the action token is in any page, header, metric or log
         assert all(r.status_code < 500 for r in bodies), [(r.url, r.status_code) for r in bodies]
         assert bodies[0].status_code == 200 and "secret" not in bodies[0].text

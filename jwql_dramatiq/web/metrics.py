@@ -23,9 +23,9 @@ from ..errors import JwqlDramatiqError
 from . import data
 
 #: Upper bounds of the task duration buckets, in seconds.
-DURATION_BUCKETS_S = (1, 5, 15, 60, 300, 900, 1800, 3600, 7200, 14400, 28800)
+DURATION_BUCKETS_S = (1.0, 5.0, 15.0, 60.0, 300.0, 900.0, 1800.0, 3600.0, 7200.0, 14400.0, 28800.0)
 #: Upper bounds of the peak memory buckets, in MiB.
-MEMORY_BUCKETS_MIB = (64, 256, 512, 1024, 2048, 4096, 8192, 16384, 32768)
+MEMORY_BUCKETS_MIB = (64.0, 256.0, 512.0, 1024.0, 2048.0, 4096.0, 8192.0, 16384.0, 32768.0)
 #: Seconds of overlap re-read at each scrape (a state written with a slightly older clock is still seen).
 OVERLAP_S = 120.0
 
