@@ -7,6 +7,7 @@ Driver errors (redis-py, dramatiq) are converted at the boundary with ``raise ..
 
 from __future__ import annotations
 
+import redis.exceptions
 from dramatiq.results import ResultTimeout
 
 
@@ -132,8 +133,9 @@ class MemoryLimitExceeded(ExecutorError):
     """The executor killed a child whose resident memory went past the configured limit."""
 
 
-class LockError(JwqlDramatiqError):
-    """Base class for lock errors.
+class LockError(JwqlDramatiqError, redis.exceptions.LockError):
+    """Base class for lock errors; also a redis-py ``LockError``, so ``except LockError`` written for redis-py
+    catches it.
 
     Parameters
     ----------
@@ -144,16 +146,22 @@ class LockError(JwqlDramatiqError):
     """
 
     def __init__(self, lock_name: str, message: str) -> None:
+        redis.exceptions.LockError.__init__(self, message, lock_name=lock_name)
         self.lock_name = lock_name
-        super().__init__(message)
+
+    def __reduce__(self) -> tuple[type, tuple[str, str]]:
+        return type(self), (self.lock_name, str(self.message))
 
 
 class LockNotAcquired(LockError):
     """The lock was held by someone else and could not be acquired within the bound."""
 
 
-class LockNotOwned(LockError):
-    """A release or renewal found the lock expired or owned by someone else; nothing was deleted."""
+class LockNotOwned(LockError, redis.exceptions.LockNotOwnedError):
+    """A release, extend or renewal found the lock expired or owned by someone else; nothing was changed.
+
+    Also a redis-py ``LockNotOwnedError``.
+    """
 
 
 class PipelineError(JwqlDramatiqError):

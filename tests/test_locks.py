@@ -7,6 +7,7 @@ test's URL) and always reaped; waits poll with a deadline.
 from __future__ import annotations
 
 import contextvars
+import functools
 import logging
 import multiprocessing
 import os
@@ -30,12 +31,14 @@ import jwql_dramatiq.locks as locks_pkg
 from jwql_dramatiq.errors import JwqlDramatiqError, LockError, LockNotAcquired, LockNotOwned
 from jwql_dramatiq.locks import (
     REDIS_CLIENT,
+    Lock,
     LockingRedis,
     _redis,
     _scripts,
     clear_lock,
     clear_stale_locks,
     get_lock_info,
+    holder_fencing_token,
     list_locks,
     lock,
     locks,
@@ -178,8 +181,8 @@ def test_owner_record_fencing_token_and_release(redis_client: redis.Redis) -> No
         lk.release()
         assert get_lock_info("rec", redis_client, NS) is None
     assert tokens == sorted(set(tokens)) and len(tokens) == 3  # strictly growing
-    # The key layout: one prefix, the fence counter survives, no waiter keys are left behind
-    assert sorted(k.decode() for k in redis_client.scan_iter("*")) == [f"{NS}:lock-fence:rec"]
+    # The key layout: one prefix, only the namespace's one fence counter survives, no waiter keys are left
+    assert sorted(k.decode() for k in redis_client.scan_iter("*")) == [f"{NS}:lock-fence"]
 
 
 @pytest.mark.timeout(20)
@@ -196,7 +199,7 @@ def test_taken_lock_nonblocking_and_bounded_wait(redis_client: redis.Redis) -> N
             pass
     assert f"pid {os.getpid()}" in str(err.value) and err.value.lock_name == "t"
     # A waiter that gave up left the queue and its wake-up list
-    assert not [k for k in redis_client.scan_iter(f"{NS}:lock-*") if b"fence" not in k]
+    assert sorted(redis_client.scan_iter(f"{NS}:lock-*")) == [f"{NS}:lock-fence".encode(), f"{NS}:lock-owner:t".encode()]
     holder.release()
 
 
@@ -539,7 +542,7 @@ def test_jwql_redis_client_pattern_runs_unchanged(broker: Any, redis_client: red
     some_function(None)
     assert ran and ran[0] is not None and ran[0].alive and ran[0].timeout_s == 600.0
     namespace = broker.jwql_config.namespace
-    assert redis_client.exists(f"{namespace}:lock-fence:{lock_name}")  # it ran on the configured Redis
+    assert redis_client.exists(f"{namespace}:lock-fence")  # it ran on the configured Redis
     assert not redis_client.exists(f"{namespace}:lock:{lock_name}")
     # REDIS_CLIENT is still a redis client for everything else
     REDIS_CLIENT.set("plain", "value")
@@ -554,8 +557,6 @@ def test_locking_redis_with_explicit_client(redis_client: redis.Redis) -> None:
     assert client.lock("explicit").acquire(blocking=False) is False
     assert client.exists(f"{NS}:lock:explicit") == 1
     my_lock.release()
-    with pytest.raises(TypeError):
-        client.lock("x", lock_class=object)
 
 
 # -- operator view ---------------------------------------------------------------------------------------
@@ -567,12 +568,13 @@ def test_list_locks_shows_owner_and_alive(redis_client: redis.Redis) -> None:
     for lk in held:
         assert lk.acquire()
     redis_client.set(f"{NS}:lock-other", "not a lock")  # same prefix, not a lock key
-    redis_client.set(f"{NS}x:lock:y", "not ours")  # another namespace that shares a prefix
+    redis_client.set(f"{NS}x:lock-owner:y", "not ours")  # another namespace that shares a prefix
     redis_client.config_resetstat()
     infos = list_locks(redis_client, NS)
     assert [i.name for i in infos] == ["a", "b", "weird*[name]"]
     assert all(i.alive and i.pid == os.getpid() and i.host == os.uname().nodename for i in infos)
-    assert [i.fencing_token for i in infos] == [1, 1, 1] and all(0 < (i.ttl_s or 0) <= 5 for i in infos)
+    # one counter for the namespace: acquired in the order b, a, weird
+    assert [i.fencing_token for i in infos] == [2, 1, 3] and all(0 < (i.ttl_s or 0) <= 5 for i in infos)
     assert "cmdstat_keys" not in redis_client.info("commandstats")  # SCAN, never KEYS
     for lk in held:
         lk.release()
@@ -650,3 +652,103 @@ def test_errors_share_the_package_root(redis_client: redis.Redis) -> None:
     with pytest.raises(JwqlDramatiqError) as err:
         lock("x", client=dead, namespace=NS, lease_s=1).acquire()
     assert type(err.value).__name__ == "RedisUnavailable" and "127.0.0.1:1" in str(err.value)
+
+
+# -- no key outlives a lock; redis-py drop-in ------------------------------------------------------------
+
+
+@pytest.mark.timeout(120)
+def test_ten_thousand_names_leave_no_lock_or_fence_key(redis_client: redis.Redis) -> None:
+    # Given 10,000 file names, each locked and released (some with a waiter that gave up)
+    fences = []
+    for i in range(10_000):
+        name = f"jw01068001001_02101_{i:05d}_nrcb2_uncal.fits"
+        lk = mk(redis_client, name)
+        assert lk.acquire(blocking=False)
+        if i % 1000 == 0:
+            assert mk(redis_client, name).acquire(blocking_timeout=0.01) is False
+        fences.append(lk.fencing_token)
+        lk.release()
+    # Then the fencing tokens grew strictly, and only the namespace's one counter is left
+    assert fences == list(range(1, 10_001))
+    assert sorted(redis_client.scan_iter("*", count=1000)) == [f"{NS}:lock-fence".encode()]
+
+
+@pytest.mark.timeout(20)
+def test_holder_fencing_token_comes_from_the_owner_record(redis_client: redis.Redis) -> None:
+    assert holder_fencing_token("f", redis_client, NS) is None
+    first, second = mk(redis_client, "f"), mk(redis_client, "g")
+    assert first.acquire() and second.acquire()
+    assert holder_fencing_token("f", redis_client, NS) == first.fencing_token
+    assert holder_fencing_token("g", redis_client, NS) == second.fencing_token > first.fencing_token
+    first.release()
+    assert holder_fencing_token("f", redis_client, NS) is None
+    second.release()
+
+
+@pytest.mark.timeout(20)
+def test_errors_are_redis_py_lock_errors(redis_client: redis.Redis) -> None:
+    lk = mk(redis_client, "e")
+    with pytest.raises(redis.exceptions.LockError) as err:
+        lk.release()
+    assert isinstance(err.value, JwqlDramatiqError) and err.value.lock_name == "e"
+    assert lk.acquire()
+    redis_client.set(lk.key, "someone else")
+    with pytest.raises(redis.exceptions.LockNotOwnedError) as lost:
+        lk.release()
+    assert isinstance(lost.value, LockNotOwned) and lk.local.token is None
+    holder = mk(redis_client, "e2")
+    assert holder.acquire()
+    with pytest.raises(redis.exceptions.LockError):
+        with mk(redis_client, "e2", blocking_timeout=0.05):
+            pass
+    holder.release()
+
+
+@pytest.mark.timeout(20)
+def test_redis_py_token_extend_reacquire(redis_client: redis.Redis) -> None:
+    # A redis-py Lock's own calls, against our lock class: the token is the key's value
+    lk = redis_client.lock("foo", timeout=10, lock_class=functools.partial(Lock, namespace=NS, lease_s=30))
+    assert lk.acquire(blocking=False, token="test")
+    assert redis_client.get("foo") == b"test" == lk.local.token and lk.owned() and lk.locked()
+    assert 8000 < redis_client.pttl("foo") <= 10000
+    assert lk.extend(10) is True and 18000 < redis_client.pttl("foo") <= 20000
+    assert lk.extend(5, replace_ttl=True) is True and 4000 < redis_client.pttl("foo") <= 5000
+    assert redis_client.pttl(lk.owner_key) == pytest.approx(redis_client.pttl("foo"), abs=100)
+    assert lk.reacquire() is True and 9000 < redis_client.pttl("foo") <= 10000
+    redis_client.set("foo", "a")
+    for call in (lambda: lk.extend(1), lk.reacquire, lk.release):
+        with pytest.raises(redis.exceptions.LockNotOwnedError):
+            call()
+    assert lk.local.token is None
+    with pytest.raises(redis.exceptions.LockError, match="unlocked"):
+        lk.extend(1)
+    no_timeout = Lock(redis_client, "bar", namespace=NS, lease_s=5)
+    assert no_timeout.acquire()
+    with pytest.raises(redis.exceptions.LockError, match="no timeout"):
+        no_timeout.reacquire()
+    no_timeout.release()
+
+
+@pytest.mark.timeout(20)
+def test_extend_beyond_the_lease_is_renewed(redis_client: redis.Redis) -> None:
+    lk = mk(redis_client, "ext", timeout=0.5, lease_s=0.3)
+    assert lk.acquire()
+    assert lk.extend(1.5)  # now held for about 2 s, on a renewed 0.3 s lease
+    time.sleep(1.2)
+    assert lk.owned()
+    wait_for(lambda: not lk.locked(), 5, "the extended maximum hold time to pass")
+    with pytest.raises(LockNotOwned):
+        lk.release()
+
+
+@pytest.mark.timeout(20)
+def test_thread_local_token_as_redis_py(redis_client: redis.Redis) -> None:
+    lk = Lock(redis_client, "tl", namespace=NS, lease_s=5)  # thread_local=True, redis-py's default
+    assert lk.acquire()
+    seen: list[Any] = []
+    thread = threading.Thread(target=lambda: seen.extend([lk.local.token, lk.owned()]))
+    thread.start()
+    thread.join(10)
+    assert seen == [None, False] and lk.owned()
+    lk.release()

@@ -15,8 +15,8 @@ cut-off worker may still finish its run. So a run never writes into ``outgoing/`
    ``<ns>:job-published:<message_id>``), it returns that run's result without running again;
 3. it runs the pipeline with a private staging directory ``outgoing/.staging.<short_name>.*`` as
    its output directory;
-4. it publishes in one Redis transaction (WATCH/MULTI): only if the lock's fencing counter still
-   equals its own token (nobody acquired the lock since), and no run of its message has
+4. it publishes in one Redis transaction (WATCH/MULTI): only if the lock's owner record still
+   carries its own fencing token (nobody acquired the lock since), and no run of its message has
    published, it extends the lease over the renames and records the marker; then it renames the
    staged products into ``outgoing/`` (same file system: atomic, milliseconds);
 5. a run whose token is no longer the newest (its lease lapsed while it was cut off, and the
@@ -233,11 +233,11 @@ class _FencedJob:
 
     def _claim(self, result: dict) -> tuple[str, Any]:
         """One WATCH/MULTI attempt: ``("claimed", None)``, ``("published", marker)`` or ``("superseded", fence)``."""
-        from ..locks._redis import LockKeys
+        from ..locks import holder_fencing_token
 
-        keys = LockKeys(self.namespace, self.lock.name)
         marker_key = published_key(self.namespace, self.message_id) if self.message_id else None
-        watched = [keys.lock, keys.fence, *([marker_key] if marker_key else [])]
+        # The owner record carries the holder's fencing token and changes with every acquisition.
+        watched = [self.lock.key, self.lock.owner_key, *([marker_key] if marker_key else [])]
         hold_ms = int(max(PUBLISH_HOLD_S, self.config.lock_lease_s) * 1000)
         if self.input_path is not None and not self.input_path.exists():
             return "withdrawn", self.input_path.name
@@ -245,12 +245,13 @@ class _FencedJob:
             while True:
                 try:
                     pipe.watch(*watched)
-                    values = pipe.mget(watched)
-                    record, fence = values[0], int(values[1] or 0)
-                    if marker_key and values[2] is not None:
-                        return "published", json.loads(values[2])
-                    if fence != self.lock.fencing_token or record is None or not self.lock.held:
-                        return "superseded", fence
+                    fence = holder_fencing_token(self.lock.name, client=pipe, namespace=self.namespace)
+                    published = pipe.get(marker_key) if marker_key else None
+                    if published is not None:
+                        return "published", json.loads(published)
+                    # owned(): the (watched) lock key still holds this run's token
+                    if fence is None or fence != self.lock.fencing_token or not self.lock.owned():
+                        return "superseded", fence or 0
                     published_fence = int(pipe.get(name_fence_key(self.namespace, self.short_name)) or 0)
                     if published_fence > (self.first_fence or 0):
                         return "newer", published_fence
@@ -258,7 +259,8 @@ class _FencedJob:
                                          "at": time.time(), "result": result})
                     ttl_ms = int(self.config.result_ttl_s * 1000)
                     pipe.multi()
-                    pipe.pexpire(keys.lock, hold_ms)  # the renames below happen inside this lease
+                    pipe.pexpire(self.lock.key, hold_ms)  # the renames below happen inside this lease
+                    pipe.pexpire(self.lock.owner_key, hold_ms)
                     pipe.set(name_fence_key(self.namespace, self.short_name), fence, px=ttl_ms)
                     if marker_key:
                         pipe.set(marker_key, marker, px=ttl_ms)

@@ -1,7 +1,7 @@
 """The fair waiting protocol: queue up for a taken lock, sleep until woken, take it in arrival order.
 
-A waiter runs acquire.lua, which either gives it the lock or puts its token in the lock's FIFO queue and
-hands back how long to wait. It then BLPOPs its own wake-up list ``<ns>:lock-signal:<name>:<token>`` for
+A waiter runs acquire.lua, which either gives it the lock or puts a waiter id in the lock's FIFO queue and
+hands back how long to wait. It then BLPOPs its own wake-up list ``<ns>:lock-signal:<name>:<waiter id>`` for
 that long: release.lua (or leave.lua) LPUSHes the list of the first live waiter, so waiters wake on release,
 not by polling, one at a time, in arrival order. The wait is never longer than the holder's remaining lease,
 so a lapsed lease (a dead holder) is noticed when it lapses, and each pass pushes the waiter's own deadline
@@ -11,6 +11,7 @@ back, so a waiter that died loses its place (see acquire.lua).
 from __future__ import annotations
 
 import logging
+import os
 import time
 
 import redis
@@ -22,7 +23,7 @@ logger = logging.getLogger(__name__)
 
 
 def wait_in_queue(
-    s: _redis.LockSettings, name: str, token: str, record: str, blocking: bool, deadline: float | None
+    s: _redis.LockSettings, name: str, token: bytes, record_tail: str, blocking: bool, deadline: float | None
 ) -> tuple[int, float] | None:
     """Take the lock in turn, waiting in its queue if ``blocking``, until it is ours or the bound runs out.
 
@@ -32,10 +33,10 @@ def wait_in_queue(
         The lock's resolved settings.
     name : str
         The lock name (for errors).
-    token : str
-        This acquisition's token.
-    record : str
-        The owner record to write on success.
+    token : bytes
+        The token to store in the lock key on success.
+    record_tail : str
+        The owner record after its fence member, to write on success.
     blocking : bool
         Queue up and wait (True), or make one attempt (False).
     deadline : float or None
@@ -55,7 +56,8 @@ def wait_in_queue(
         Redis could not be reached (the waiter leaves the queue if it still can).
     """
     client = s.client
-    signal_key = s.keys.signal_prefix + token
+    waiter_id = os.urandom(8).hex()
+    signal_key = s.keys.signal_prefix + waiter_id
     queued = False
     try:
         while True:
@@ -63,7 +65,8 @@ def wait_in_queue(
             max_wait_ms = s.poll_ms if blocking else 0
             if blocking and deadline is not None:
                 max_wait_ms = min(max_wait_ms, int((deadline - started) * 1000))
-            args = [token, record, s.first_ttl_ms, max(0, max_wait_ms), _redis.WAITER_GRACE_MS, s.keys.signal_prefix]
+            args = [waiter_id, token, record_tail, s.first_ttl_ms, max(0, max_wait_ms), _redis.WAITER_GRACE_MS,
+                    s.keys.signal_prefix]
             code, value = ACQUIRE.run(client, s.acquire_keys, args)
             if code == ACQUIRED:
                 return int(value), started
@@ -72,7 +75,7 @@ def wait_in_queue(
             if max_wait_ms <= 0:
                 if queued:
                     queued = False
-                    leave_queue(s, name, token)
+                    leave_queue(s, name, waiter_id)
                 return None
             queued = True
             wait_s = min(int(value), max_wait_ms) / 1000
@@ -83,13 +86,13 @@ def wait_in_queue(
     except BaseException:
         if queued:
             try:
-                leave_queue(s, name, token)
+                leave_queue(s, name, waiter_id)
             except Exception:  # noqa: BLE001 - the original error matters more
                 logger.warning("Could not leave the wait queue of lock %r", name, exc_info=True)
         raise
 
 
-def leave_queue(s: _redis.LockSettings, name: str, token: str) -> None:
+def leave_queue(s: _redis.LockSettings, name: str, waiter_id: str) -> None:
     """Take a waiter out of a lock's queue, passing any wake-up on to the next waiter.
 
     Parameters
@@ -98,8 +101,8 @@ def leave_queue(s: _redis.LockSettings, name: str, token: str) -> None:
         The lock's resolved settings.
     name : str
         The lock name (for errors).
-    token : str
-        The waiter's token.
+    waiter_id : str
+        The waiter's id.
 
     Raises
     ------
@@ -108,6 +111,6 @@ def leave_queue(s: _redis.LockSettings, name: str, token: str) -> None:
     RedisUnavailable
         Redis could not be reached.
     """
-    code = LEAVE.run(s.client, s.release_keys, [token, s.keys.signal_prefix, s.signal_ttl_ms])
+    code = LEAVE.run(s.client, s.leave_keys, [waiter_id, s.keys.signal_prefix, s.signal_ttl_ms])
     if code not in (LEFT, LEFT_WOKE):
         raise _redis.unknown_code("leave.lua", code, name)

@@ -2,14 +2,17 @@
 
 Key layout (``<ns>`` is the configured namespace, one prefix for everything):
 
-``<ns>:lock:<name>``
-    String, the owner record of a held lock: JSON starting with ``{"token":"<token>",``. Its PX is the lease.
-``<ns>:lock-fence:<name>``
-    Integer, the fencing-token counter: incremented by each successful acquisition only, so while the lock
-    is held it is the holder's token (read the two with one MGET). Never expires.
+``<ns>:lock:<name>`` (or, for the redis-py drop-in :class:`~jwql_dramatiq.locks.compat.Lock`, the bare name)
+    String, the holder's token, exactly as redis-py's ``Lock`` stores it. Its PX is the lease.
+``<ns>:lock-owner:<name>``
+    String, the owner record: JSON ``{"fence":N,"token_hex":...,"key":...,"acquired_at":...,"host":...}``.
+    Written and deleted with the lock key, with the same PX, so it expires with the lease.
+``<ns>:lock-fence``
+    Integer, ONE fencing counter for the namespace: incremented by each successful acquisition, so tokens
+    only grow. It never expires; no per-name key outlives a lock. A holder's token is in its owner record.
 ``<ns>:lock-queue:<name>`` and ``<ns>:lock-waiters:<name>``
-    Zsets of waiting tokens: arrival order, and the deadline after which a waiter is presumed dead.
-``<ns>:lock-signal:<name>:<token>``
+    Zsets of waiting ids: arrival order, and the deadline after which a waiter is presumed dead.
+``<ns>:lock-signal:<name>:<waiter id>``
     List a waiter BLPOPs on; release LPUSHes the head waiter's list.
 
 Nothing here connects to Redis or reads the configuration at import time.
@@ -17,6 +20,7 @@ Nothing here connects to Redis or reads the configuration at import time.
 
 from __future__ import annotations
 
+import json
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -43,20 +47,28 @@ class LockKeys:
         The key prefix.
     name : str
         The lock name.
+    lock_key : str or None
+        The key holding the token; None for ``<ns>:lock:<name>`` (the redis-py drop-in uses the bare name).
     """
 
     namespace: str
     name: str
+    lock_key: str | None = None
 
     @property
     def lock(self) -> str:
-        """str: ``<ns>:lock:<name>``, the owner record."""
-        return f"{self.namespace}:lock:{self.name}"
+        """str: the key holding the holder's token, ``<ns>:lock:<name>`` unless given."""
+        return self.lock_key if self.lock_key is not None else f"{self.namespace}:lock:{self.name}"
+
+    @property
+    def owner(self) -> str:
+        """str: ``<ns>:lock-owner:<name>``, the owner record (with the fencing token)."""
+        return f"{self.namespace}:lock-owner:{self.name}"
 
     @property
     def fence(self) -> str:
-        """str: ``<ns>:lock-fence:<name>``, the fencing-token counter."""
-        return f"{self.namespace}:lock-fence:{self.name}"
+        """str: ``<ns>:lock-fence``, the namespace's one fencing counter."""
+        return f"{self.namespace}:lock-fence"
 
     @property
     def queue(self) -> str:
@@ -74,7 +86,7 @@ class LockKeys:
         return f"{self.namespace}:lock-signal:{self.name}:"
 
 
-def lock_key_pattern(namespace: str) -> str:
+def owner_key_pattern(namespace: str) -> str:
     """Return the SCAN pattern matching every owner record of a namespace.
 
     Parameters
@@ -85,10 +97,10 @@ def lock_key_pattern(namespace: str) -> str:
     Returns
     -------
     str
-        ``<escaped ns>:lock:*``.
+        ``<escaped ns>:lock-owner:*``.
     """
     escaped = "".join("\\" + c if c in "*?[]\\" else c for c in namespace)
-    return f"{escaped}:lock:*"
+    return f"{escaped}:lock-owner:*"
 
 
 def client_address(client: Any) -> str:
@@ -256,7 +268,7 @@ class LockSettings:
     signal_ttl_ms : int
         How long an unconsumed wake-up is kept.
     record_settings : str
-        The ``"lease_s"`` and ``"timeout_s"`` members of the owner record, pre-encoded.
+        The ``"key"``, ``"lease_s"`` and ``"timeout_s"`` members of the owner record, pre-encoded.
     """
 
     client: redis.Redis
@@ -271,10 +283,16 @@ class LockSettings:
     acquire_keys: list[str] = field(repr=False)
     try_keys: list[str] = field(repr=False)
     release_keys: list[str] = field(repr=False)
+    leave_keys: list[str] = field(repr=False)
 
 
 def bind(
-    name: str, client: redis.Redis | None, namespace: str | None, lease_s: float | None, timeout: float | None
+    name: str,
+    client: redis.Redis | None,
+    namespace: str | None,
+    lease_s: float | None,
+    timeout: float | None,
+    lock_key: str | None = None,
 ) -> LockSettings:
     """Resolve a lock's settings (reading the config only for what was left as None).
 
@@ -290,6 +308,8 @@ def bind(
         An explicit lease, or None for the configured one.
     timeout : float or None
         The maximum hold time in seconds, None for none.
+    lock_key : str or None
+        The key holding the token; None for ``<ns>:lock:<name>``.
 
     Returns
     -------
@@ -304,7 +324,7 @@ def bind(
     client, namespace, lease_s = resolve(client, namespace, lease_s)
     if not lease_s > 0:
         raise ValueError(f"lock lease must be > 0 seconds, got {lease_s!r}")
-    keys = LockKeys(namespace, name)
+    keys = LockKeys(namespace, name, lock_key)
     lease_ms = max(1, round(lease_s * 1000))
     max_hold_ms = 0 if timeout is None else max(1, round(timeout * 1000))
     poll_s = min(lease_s, MAX_POLL_S)
@@ -322,10 +342,11 @@ def bind(
         first_ttl_ms=min(lease_ms, max_hold_ms) if max_hold_ms else lease_ms,
         poll_ms=poll_ms,
         signal_ttl_ms=poll_ms + WAITER_GRACE_MS,
-        record_settings=f',"lease_s":{float(lease_s)!r},"timeout_s":{timeout_json},',
-        acquire_keys=[keys.lock, keys.fence, keys.queue, keys.waiters],
-        try_keys=[keys.lock, keys.fence, keys.queue],
-        release_keys=[keys.lock, keys.queue, keys.waiters],
+        record_settings=f',"key":{json.dumps(keys.lock)},"lease_s":{float(lease_s)!r},"timeout_s":{timeout_json},',
+        acquire_keys=[keys.lock, keys.owner, keys.fence, keys.queue, keys.waiters],
+        try_keys=[keys.lock, keys.owner, keys.fence, keys.queue],
+        release_keys=[keys.lock, keys.owner, keys.queue, keys.waiters],
+        leave_keys=[keys.lock, keys.queue, keys.waiters],
     )
 
 

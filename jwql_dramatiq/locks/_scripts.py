@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import hashlib
 import importlib.resources
-import inspect
 from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any
 
@@ -21,27 +20,11 @@ if TYPE_CHECKING:
     from redis.client import Pipeline
 
 
-def _pool_get_takes_no_args() -> bool:
-    params = inspect.signature(redis.ConnectionPool.get_connection).parameters
-    return "command_name" not in params or params["command_name"].default is not inspect.Parameter.empty
-
-
-#: ``ConnectionPool.get_connection()`` may be called without a command name (redis-py >= 5.3).
-_LEAN_POOL_API = _pool_get_takes_no_args()
-#: Pool classes whose connections the lean path may borrow.
-_LEAN_POOLS = (redis.ConnectionPool, redis.BlockingConnectionPool)
-
-
 class LuaScript:
     """A Lua script shipped as package data, run with EVALSHA (loaded on NOSCRIPT).
 
-    Locks are latency-critical and their scripts need no reply callbacks, so for a plain ``redis.Redis`` on
-    a standard pool the script is sent on a connection borrowed from the client's own pool
-    (``get_connection``/``send_command``/``read_response``/``release``). That skips about 15 µs of Python
-    per call in redis-py 8's ``execute_command`` (observability hooks, retry wrapper); measured in
-    ``benchmarks/locks.py``. Any other client (subclass, single-connection client, cluster), and any
-    connection error on the lean path, goes through ``execute_command``, so the client's own retry policy
-    applies before :class:`RedisUnavailable` is raised.
+    Every call goes through the client's public ``execute_command``, so the client's own retry policy,
+    hooks and connection handling apply before :class:`RedisUnavailable` is raised.
 
     Parameters
     ----------
@@ -77,12 +60,6 @@ class LuaScript:
             Redis could not be reached.
         """
         try:
-            if _LEAN_POOL_API and type(client) is redis.Redis and client.connection is None:
-                pool = client.connection_pool
-                if type(pool) in _LEAN_POOLS:
-                    reply = self._run_lean(pool, keys, args)
-                    if reply is not _RETRY:
-                        return reply
             try:
                 return client.execute_command("EVALSHA", self.sha, len(keys), *keys, *args)
             except redis.exceptions.NoScriptError:
@@ -90,22 +67,6 @@ class LuaScript:
                 return client.execute_command("EVALSHA", self.sha, len(keys), *keys, *args)
         except (redis.exceptions.ConnectionError, redis.exceptions.TimeoutError) as exc:
             raise unavailable(client, exc) from exc
-
-    def _run_lean(self, pool: redis.ConnectionPool, keys: Sequence[str], args: Sequence[Any]) -> Any:
-        try:
-            conn = pool.get_connection()
-        except (redis.exceptions.ConnectionError, redis.exceptions.TimeoutError):
-            return _RETRY
-        try:
-            conn.send_command("EVALSHA", self.sha, len(keys), *keys, *args)
-            return conn.read_response()
-        except redis.exceptions.NoScriptError:
-            return _RETRY  # execute_command loads the script and runs it again
-        except (redis.exceptions.ConnectionError, redis.exceptions.TimeoutError):
-            conn.disconnect()
-            return _RETRY  # again through execute_command, with the client's retry policy
-        finally:
-            pool.release(conn)
 
     def queue(self, pipe: Pipeline, keys: Sequence[str], args: Sequence[Any]) -> None:
         """Queue the script on a pipeline (the caller handles NOSCRIPT replies).
@@ -120,10 +81,6 @@ class LuaScript:
             ARGV.
         """
         pipe.execute_command("EVALSHA", self.sha, len(keys), *keys, *args)
-
-
-#: Marks a lean-path attempt to be repeated through ``execute_command``.
-_RETRY = object()
 
 
 #: try_acquire.lua: fence >= 1 ACQUIRED, 0 HELD, -1 WAITERS.

@@ -2,8 +2,9 @@
 
 A lock's owner is alive while its lease is valid (the key expires one lease after the owner stops renewing)
 and, when the owner ran on this host, while a process with the recorded pid and start time exists. Clearing
-is an owner-checked compare-and-delete (release.lua with the recorded token), so it never removes a lock
-that changed hands in the meantime, and it wakes the first waiter.
+is a token-checked compare-and-delete (release.lua with the token recorded in the owner record), so it
+never removes a lock that changed hands in the meantime, and it wakes the first waiter.
+:func:`holder_fencing_token` reads the current holder's fencing token (for fenced writes elsewhere).
 """
 
 from __future__ import annotations
@@ -62,8 +63,10 @@ class LockInfo:
     alive : bool
         Whether the owner is considered alive: its lease is valid, and if it ran on this host its process
         (same pid and start time) still exists.
-    token : str
-        The owner token, used for compare-and-delete (not shown in repr).
+    key : str
+        The Redis key holding the token.
+    token : bytes
+        The token stored in the lock key, used for compare-and-delete (not shown in repr).
     """
 
     name: str
@@ -79,12 +82,8 @@ class LockInfo:
     timeout_s: float | None
     ttl_s: float | None
     alive: bool
-    token: str = field(repr=False)
-
-    @property
-    def owner_prefix(self) -> str:
-        """str: the start of the owner record, ``{"token":"<token>",``, that release.lua compares."""
-        return f'{{"token":"{self.token}",'
+    key: str
+    token: bytes = field(repr=False)
 
     def describe(self) -> str:
         """Return a one-line description of the owner for log messages.
@@ -103,10 +102,11 @@ class LockInfo:
         return text
 
 
-def _info_from_record(name: str, raw: Any, fence: Any, pttl_ms: int) -> LockInfo | None:
+def _info_from_record(name: str, raw: Any, pttl_ms: int) -> LockInfo | None:
     try:
         rec = json.loads(_redis.text(raw))
-        token = str(rec["token"])
+        token = bytes.fromhex(rec["token_hex"])
+        fence, key = int(rec["fence"]), str(rec["key"])
     except (ValueError, TypeError, KeyError):
         logger.warning("Lock %r has an owner record this package did not write: %.200r", name, raw)
         return None
@@ -124,7 +124,7 @@ def _info_from_record(name: str, raw: Any, fence: Any, pttl_ms: int) -> LockInfo
     timeout = rec.get("timeout_s")
     return LockInfo(
         name=name,
-        fencing_token=int(fence or 0),
+        fencing_token=fence,
         host=host,
         pid=pid,
         pid_start_ticks=start_ticks,
@@ -136,6 +136,7 @@ def _info_from_record(name: str, raw: Any, fence: Any, pttl_ms: int) -> LockInfo
         timeout_s=float(timeout) if isinstance(timeout, (int, float)) else None,
         ttl_s=ttl_s,
         alive=(ttl_s is None or ttl_s > 0) and process_alive is not False,
+        key=key,
         token=token,
     )
 
@@ -163,20 +164,61 @@ def get_lock_info(name: str, client: redis.Redis | None = None, namespace: str |
         Redis could not be reached.
     """
     client, namespace, _ = _redis.resolve(client, namespace, 1.0)
-    keys = _redis.LockKeys(namespace, name)
-    key = keys.lock
+    key = _redis.LockKeys(namespace, name).owner
     try:
         pipe = client.pipeline(transaction=False)
-        pipe.mget(key, keys.fence)
+        pipe.get(key)
         pipe.pttl(key)
-        (record, fence), pttl_ms = pipe.execute()
+        record, pttl_ms = pipe.execute()
     except (redis.exceptions.ConnectionError, redis.exceptions.TimeoutError) as exc:
         raise _redis.unavailable(client, exc) from exc
     except redis.exceptions.ResponseError as exc:  # WRONGTYPE: someone else's key under our prefix
         raise LockError(name, f"{key} is not a lock owner record: {exc}") from exc
     if record is None:
         return None
-    return _info_from_record(name, record, fence, int(pttl_ms))
+    return _info_from_record(name, record, int(pttl_ms))
+
+
+def holder_fencing_token(name: str, client: Any = None, namespace: str | None = None) -> int | None:
+    """Return the fencing token of the current holder of a lock, read from its owner record.
+
+    One GET of ``<ns>:lock-owner:<name>`` (see :attr:`RedisLock.owner_key`), so it also works on a
+    pipeline in WATCH mode, for a fenced write: WATCH the owner key, compare this with your own
+    ``fencing_token``, then MULTI/EXEC.
+
+    Parameters
+    ----------
+    name : str
+        The lock name.
+    client : redis.Redis or redis.client.Pipeline or None
+        The client (or a watching pipeline); None for ``get_redis()``.
+    namespace : str or None
+        The key prefix; None for the configured one.
+
+    Returns
+    -------
+    int or None
+        The holder's fencing token, or None when nobody holds the lock.
+
+    Raises
+    ------
+    LockError
+        The key holds something this package did not write.
+    RedisUnavailable
+        Redis could not be reached.
+    """
+    client, namespace, _ = _redis.resolve(client, namespace, 1.0)
+    key = _redis.LockKeys(namespace, name).owner
+    try:
+        raw = client.get(key)
+    except (redis.exceptions.ConnectionError, redis.exceptions.TimeoutError) as exc:
+        raise _redis.unavailable(client, exc) from exc
+    if raw is None:
+        return None
+    try:
+        return int(json.loads(_redis.text(raw))["fence"])
+    except (ValueError, TypeError, KeyError) as exc:
+        raise LockError(name, f"{key} is not a lock owner record: {_redis.text(raw)[:200]!r}") from exc
 
 
 def describe_holder(name: str, client: redis.Redis | None = None, namespace: str | None = None) -> str:
@@ -221,25 +263,25 @@ def list_locks(client: redis.Redis | None = None, namespace: str | None = None) 
         Redis could not be reached.
     """
     client, namespace, _ = _redis.resolve(client, namespace, 1.0)
-    prefix = f"{namespace}:lock:"
+    prefix = f"{namespace}:lock-owner:"
     infos: list[LockInfo] = []
     try:
         cursor: int = 0
         while True:
-            cursor, keys = client.scan(cursor, match=_redis.lock_key_pattern(namespace), count=SCAN_COUNT)
+            cursor, keys = client.scan(cursor, match=_redis.owner_key_pattern(namespace), count=SCAN_COUNT)
             if keys:
                 pipe = client.pipeline(transaction=False)
                 names = [_redis.text(key)[len(prefix) :] for key in keys]
-                for key, name in zip(keys, names, strict=False):
-                    pipe.mget(key, _redis.LockKeys(namespace, name).fence)
+                for key in keys:
+                    pipe.get(key)
                     pipe.pttl(key)
                 replies = pipe.execute(raise_on_error=False)
                 for i, name in enumerate(names):
-                    values, pttl_ms = replies[2 * i], replies[2 * i + 1]
-                    if isinstance(values, Exception) or isinstance(pttl_ms, Exception):
-                        logger.warning("Skipping lock %r: not a lock owner record (%s)", name, values)
-                    elif values[0] is not None:
-                        info = _info_from_record(name, values[0], values[1], int(pttl_ms))
+                    record, pttl_ms = replies[2 * i], replies[2 * i + 1]
+                    if isinstance(record, Exception) or isinstance(pttl_ms, Exception):
+                        logger.warning("Skipping lock %r: not a lock owner record (%s)", name, record)
+                    elif record is not None:
+                        info = _info_from_record(name, record, int(pttl_ms))
                         if info is not None:
                             infos.append(info)
             if int(cursor) == 0:
@@ -250,10 +292,10 @@ def list_locks(client: redis.Redis | None = None, namespace: str | None = None) 
 
 
 def _compare_and_delete(client: redis.Redis, namespace: str, info: LockInfo) -> bool:
-    keys = _redis.LockKeys(namespace, info.name)
+    keys = _redis.LockKeys(namespace, info.name, info.key)
     signal_ttl_ms = int(max(info.lease_s, 1.0) * 1000) + _redis.WAITER_GRACE_MS
     code = RELEASE.run(
-        client, [keys.lock, keys.queue, keys.waiters], [info.owner_prefix, keys.signal_prefix, signal_ttl_ms]
+        client, [keys.lock, keys.owner, keys.queue, keys.waiters], [info.token, keys.signal_prefix, signal_ttl_ms]
     )
     if code not in (NOT_OWNED, RELEASED, RELEASED_WOKE):
         raise _redis.unknown_code("release.lua", code, info.name)

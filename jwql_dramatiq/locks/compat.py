@@ -1,4 +1,4 @@
-"""Drop-in replacements for JWQL's ``only_one`` decorator and ``REDIS_CLIENT.lock(...)``.
+"""Drop-in replacements for JWQL's ``only_one`` decorator, ``REDIS_CLIENT.lock(...)`` and redis-py's ``Lock``.
 
 JWQL code keeps working unchanged apart from the import line::
 
@@ -17,6 +17,9 @@ JWQL code keeps working unchanged apart from the import line::
 
 The locks are :class:`~jwql_dramatiq.locks.lock.RedisLock`: their keys are ``<namespace>:lock:<name>``
 rather than the bare name, and a crashed holder's lock frees itself within one lease.
+
+:class:`Lock` takes redis-py's ``Lock(redis, name, ...)`` arguments and keeps its token under the bare name,
+so ``redis_client.lock(name, lock_class=Lock)`` works wherever redis-py's lock did (see docs/compatibility.md).
 """
 
 from __future__ import annotations
@@ -185,24 +188,23 @@ class LockingRedis:
         blocking_timeout : float or None
             Default bound in seconds on the wait; None for none.
         lock_class : type or None
-            Must be None (accepted for signature compatibility).
+            None for :class:`RedisLock` (keys under the namespace); otherwise called as redis-py does,
+            ``lock_class(client, name, timeout=..., sleep=..., ...)``.
         thread_local : bool
-            Ignored: the token belongs to the lock object, so another thread may release it.
+            Keep the token per thread (redis-py's default). Either way one thread's lock cannot be
+            released by a holder in another process; with False another thread of this one may release it.
         raise_on_release_error : bool
             Whether leaving a ``with`` block raises when the lock was lost.
 
         Returns
         -------
         RedisLock
-            The (unheld) lock.
-
-        Raises
-        ------
-        TypeError
-            ``lock_class`` is given.
+            The (unheld) lock, or what ``lock_class`` returned.
         """
         if lock_class is not None:
-            raise TypeError("REDIS_CLIENT.lock() does not support lock_class")
+            return lock_class(self.redis, name, timeout=timeout, sleep=sleep, blocking=blocking,
+                              blocking_timeout=blocking_timeout, thread_local=thread_local,
+                              raise_on_release_error=raise_on_release_error)
         return RedisLock(
             name,
             timeout=timeout,
@@ -212,6 +214,7 @@ class LockingRedis:
             client=self._client,
             namespace=self._namespace,
             raise_on_release_error=raise_on_release_error,
+            thread_local=thread_local,
         )
 
     def __getattr__(self, attr: str) -> Any:
@@ -222,6 +225,60 @@ class LockingRedis:
 
     def __repr__(self) -> str:
         return f"<LockingRedis client={self._client!r} namespace={self._namespace!r}>"
+
+
+class Lock(RedisLock):
+    """redis-py's ``Lock``, with a renewed lease, an owner record, a fencing token and fair waiters.
+
+    Takes redis-py's arguments, so ``client.lock(name, lock_class=Lock)`` or ``Lock(client, name)`` replaces
+    ``redis.lock.Lock``. The token is stored under the bare ``name``, as redis-py does; the owner record,
+    the fencing counter and the waiters' keys are under the namespace. Deliberate differences are listed in
+    docs/compatibility.md (section "redis-py's Lock").
+
+    Parameters
+    ----------
+    redis : redis.Redis
+        The client.
+    name : str
+        The lock name, which is also the key holding the token.
+    timeout : float or None
+        Maximum hold time in seconds, None for none.
+    sleep : float
+        Ignored: waiters are woken by the release, not by polling.
+    blocking : bool
+        Default for ``acquire()``.
+    blocking_timeout : float or None
+        Default bound in seconds on the wait; None for none.
+    thread_local : bool
+        Keep the token per thread (True, as redis-py) or per object.
+    raise_on_release_error : bool
+        Whether leaving a ``with`` block raises when the lock was lost or released.
+    lease_s : float or None
+        The renewed lease in seconds; None for the configured ``lock_lease_s``.
+    namespace : str or None
+        The prefix of the owner record and waiters' keys; None for the configured one.
+    """
+
+    def __init__(
+        self,
+        redis: redis.Redis,
+        name: str,
+        timeout: float | None = None,
+        sleep: float = 0.1,
+        blocking: bool = True,
+        blocking_timeout: float | None = None,
+        thread_local: bool = True,
+        raise_on_release_error: bool = True,
+        *,
+        lease_s: float | None = None,
+        namespace: str | None = None,
+    ) -> None:
+        name = name.decode() if isinstance(name, bytes) else name
+        super().__init__(name, timeout=timeout, lease_s=lease_s, blocking=blocking,
+                         blocking_timeout=blocking_timeout, client=redis, namespace=namespace,
+                         raise_on_release_error=raise_on_release_error, thread_local=thread_local, lock_key=name)
+        self.redis = redis
+        self.sleep = sleep
 
 
 #: JWQL's ``REDIS_CLIENT``, built without connecting or reading the configuration.

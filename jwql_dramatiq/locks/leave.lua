@@ -1,10 +1,10 @@
 -- leave.lua: a waiter gives up; take it out of the queue and pass any wake-up on to the next waiter.
 --
--- KEYS[1]  <ns>:lock:<name>          string: the owner record
--- KEYS[2]  <ns>:lock-queue:<name>    zset: waiter token -> arrival time (server microseconds)
--- KEYS[3]  <ns>:lock-waiters:<name>  zset: waiter token -> deadline (server milliseconds)
+-- KEYS[1]  the lock key              string: the holder's token
+-- KEYS[2]  <ns>:lock-queue:<name>    zset: waiter id -> arrival time (server microseconds)
+-- KEYS[3]  <ns>:lock-waiters:<name>  zset: waiter id -> deadline (server milliseconds)
 --
--- ARGV[1]  token          the leaving waiter's token (hex)
+-- ARGV[1]  waiter_id      the leaving waiter's id (hex)
 -- ARGV[2]  signal_prefix  '<ns>:lock-signal:<name>:'
 -- ARGV[3]  signal_ttl_ms  how long an unconsumed wake-up is kept
 --

@@ -146,7 +146,7 @@ class MultiLock:
         RedisUnavailable
             Redis could not be reached.
         """
-        held = [lk for lk in self.locks if lk._token is not None]
+        held = [lk for lk in self.locks if lk.local.token is not None]
         if not held:
             raise LockNotOwned(",".join(self.names), f"Locks {self.names} are not held by this object")
         self._release_all(held, quiet=False)

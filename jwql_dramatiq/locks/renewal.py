@@ -39,39 +39,39 @@ class Entry:
     Parameters
     ----------
     lock : object
-        The lock object; only a weak reference is kept. It must have a ``_mark_lost(owner_prefix)`` method.
+        The lock object; only a weak reference is kept. It must have a ``_mark_lost(token)`` method.
     client : redis.Redis
         The client to renew with.
     name : str
         The lock name, for log messages.
-    key : str
-        The owner-record key.
-    owner_prefix : str
-        ``{"token":"<token>",``, the start of this acquisition's owner record.
+    keys : list of str
+        The lock key and the owner-record key (extend.lua's KEYS).
+    token : bytes
+        This acquisition's token.
     lease_ms : int
         The lease to set at each renewal.
     hold_deadline : float or None
         ``time.monotonic()`` value of the maximum hold time, None for none. The last renewal sets a lease
-        that ends there.
+        that ends there. ``extend()`` and ``reacquire()`` move it.
     """
 
-    __slots__ = ("lock_ref", "client", "name", "key", "owner_prefix", "lease_ms", "interval_s", "due", "hold_deadline")
+    __slots__ = ("lock_ref", "client", "name", "keys", "token", "lease_ms", "interval_s", "due", "hold_deadline")
 
     def __init__(
         self,
         lock: Any,
         client: redis.Redis,
         name: str,
-        key: str,
-        owner_prefix: str,
+        keys: list[str],
+        token: bytes,
         lease_ms: int,
         hold_deadline: float | None,
     ) -> None:
         self.lock_ref = weakref.ref(lock)
         self.client = client
         self.name = name
-        self.key = key
-        self.owner_prefix = owner_prefix
+        self.keys = keys
+        self.token = token
         self.lease_ms = lease_ms
         self.hold_deadline = hold_deadline
         self.interval_s = lease_ms / 1000 * RENEW_FRACTION
@@ -177,7 +177,7 @@ class Renewer:
                 try:
                     pipe = client.pipeline(transaction=False)
                     for entry, ttl_ms, _final in jobs:
-                        EXTEND.queue(pipe, [entry.key], [entry.owner_prefix, ttl_ms])
+                        EXTEND.queue(pipe, entry.keys, [entry.token, ttl_ms])
                     replies = pipe.execute(raise_on_error=False)
                 except (redis.exceptions.ConnectionError, redis.exceptions.TimeoutError) as exc:
                     replies = [_redis.unavailable(client, exc)] * len(jobs)
@@ -191,7 +191,7 @@ class Renewer:
     @staticmethod
     def _call(entry: Entry, ttl_ms: int) -> Any:
         try:
-            return EXTEND.run(entry.client, [entry.key], [entry.owner_prefix, ttl_ms])
+            return EXTEND.run(entry.client, entry.keys, [entry.token, ttl_ms])
         except (JwqlDramatiqError, redis.exceptions.RedisError) as exc:
             return exc
 
@@ -211,7 +211,7 @@ class Renewer:
         elif code == EXTEND_NOT_OWNED:
             lock = entry.lock_ref()
             if lock is not None:
-                lock._mark_lost(entry.owner_prefix)
+                lock._mark_lost(entry.token)
         else:
             logger.error("%s", _redis.unknown_code("extend.lua", code, entry.name))
 
