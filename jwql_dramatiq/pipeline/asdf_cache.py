@@ -29,28 +29,32 @@ TESTED_ASDF_VERSIONS = ("5.4.0",)
 _applied = False
 
 
-def cache_asdf_schemas() -> bool:
+def cache_asdf_schemas(tested: tuple[str, ...] = TESTED_ASDF_VERSIONS) -> bool:
     """Memoize asdf's schema loader; return whether it was applied.
+
+    Parameters
+    ----------
+    tested : tuple of str
+        The asdf versions to apply it on (default :data:`TESTED_ASDF_VERSIONS`).
 
     Returns
     -------
     bool
-        False (with a warning) on an asdf version not in :data:`TESTED_ASDF_VERSIONS`, or if
-        the loader is gone; schemas are then parsed per model, as asdf does by itself.
+        False (with a warning) on an asdf version not in ``tested``, or if the loader is gone;
+        schemas are then parsed per model, as asdf does by itself.
     """
     global _applied
-    if _applied:
-        return True
     try:
         import asdf
         import asdf.schema as schema
     except ImportError:
         return False
-    if asdf.__version__ not in TESTED_ASDF_VERSIONS:
+    if asdf.__version__ not in tested:
         logger.warning("asdf %s is not one the schema cache was tested with (%s); it stays off, and schemas "
-                       "are parsed per model (about 0.1-0.2 s more per task)", asdf.__version__,
-                       ", ".join(TESTED_ASDF_VERSIONS))
+                       "are parsed per model (about 0.1-0.2 s more per task)", asdf.__version__, ", ".join(tested))
         return False
+    if _applied:
+        return True
     try:
         original = schema._make_schema_loader  # private: allow-listed in .ci/private-names-allowed.txt
     except AttributeError:
