@@ -45,6 +45,29 @@ def test_exit_codes_extend_dramatiqs_own():
     assert exit_codes.RET_CONFIG == dramatiq.cli.RET_IMPORT and exit_codes.RET_REDIS == dramatiq.cli.RET_CONNECT
 
 
+@pytest.mark.parametrize("mistake", ["missing", "bad_port"])
+def test_bad_config_under_systemd_is_2_and_not_restarted(tmp_path, make_config, mistake):
+    # Given: the unit's own command, with a config that is missing or invalid
+    unit = (REPO / "deploy" / "jwql-dramatiq-worker.service").read_text()
+    settings = dict(line.split("=", 1) for line in unit.splitlines() if "=" in line and not line.startswith("#"))
+    path = tmp_path / "missing.json"
+    if mistake == "bad_port":
+        path = make_config()
+        data = json.loads(path.read_text())
+        data.pop("redis_url")
+        data.update(redis_host="127.0.0.1", redis_port="seventy")
+        path.write_text(json.dumps(data))
+    # When: it runs as systemd would (ExecStart=... jwql-dramatiq worker)
+    assert settings["ExecStart"].endswith("jwql-dramatiq worker")
+    done = subprocess.run([*CLI, "--config", str(path), "worker", "--log-file", "-"], cwd=REPO,
+                          capture_output=True, text=True, timeout=90)
+    # Then: exit 2, one of the codes the unit does not restart on
+    assert done.returncode == exit_codes.RET_CONFIG, done.stderr
+    assert str(exit_codes.RET_CONFIG) in settings["RestartPreventExitStatus"].split()
+    assert str(exit_codes.RET_REDIS) not in settings["RestartPreventExitStatus"].split()
+    assert "Traceback" not in done.stderr and str(path) in done.stderr
+
+
 def test_the_package_does_not_import_dramatiq_cli():
     code = ("import sys, jwql_dramatiq.cli, jwql_dramatiq.boot, jwql_dramatiq.exit_codes, jwql_dramatiq.broker; "
             "print('dramatiq.cli' in sys.modules)")
