@@ -14,7 +14,7 @@ from prometheus_client import CollectorRegistry
 from starlette.applications import Starlette
 from starlette.requests import Request
 from starlette.responses import HTMLResponse, Response
-from starlette.routing import Mount, Route
+from starlette.routing import Mount
 from starlette.staticfiles import StaticFiles
 from starlette.templating import Jinja2Templates
 
@@ -153,4 +153,4 @@ def create_app(config: Config, token: str | None = None) -> Starlette:
     return app
 
 
-__all__ = ["create_app", "Dashboard", "render", "finish", "plain", "Route"]
+__all__ = ["create_app", "Dashboard", "render", "finish", "plain"]

@@ -161,7 +161,8 @@ class RedisCollector(Collector):
         lock_count.add_metric([], len(held))
         stale = GaugeMetricFamily("jwql_dramatiq_locks_stale", "locks whose owner is dead")
         stale.add_metric([], sum(1 for lock in held if not lock.alive))
-        oldest_lock = GaugeMetricFamily("jwql_dramatiq_lock_oldest_age_seconds", "age of the oldest held lock (0: none)")
+        oldest_lock = GaugeMetricFamily("jwql_dramatiq_lock_oldest_age_seconds",
+                                        "age of the oldest held lock (0: none)")
         oldest_lock.add_metric([], max((now - lock.acquired_at for lock in held if lock.acquired_at), default=0.0))
         yield from (lock_count, stale, oldest_lock)
 
