@@ -15,6 +15,7 @@ from pathlib import Path
 
 import pytest
 from dramatiq.results import ResultFailure
+from selenium.common.exceptions import StaleElementReferenceException
 from selenium.webdriver.common.by import By
 
 from jwql_dramatiq.control import HOSTNAME_ENV
@@ -63,8 +64,33 @@ def shot(driver, tmp_path: Path, name: str) -> Path:
 
 
 def text_of(driver, css: str) -> str:
-    found = driver.find_elements(By.CSS_SELECTOR, css)
-    return found[0].text if found else ""
+    """The text of the first element matching ``css``, or "" (also when the live poll just replaced it)."""
+    try:
+        found = driver.find_elements(By.CSS_SELECTOR, css)
+        return found[0].text if found else ""
+    except StaleElementReferenceException:
+        return ""
+
+
+def click(driver, css: str) -> None:
+    """Click the element matching ``css``, finding it again if the live poll replaced it meanwhile."""
+    for _ in range(20):
+        try:
+            driver.find_element(By.CSS_SELECTOR, css).click()
+            return
+        except StaleElementReferenceException:
+            continue
+    pytest.fail(f"{css} kept being replaced")
+
+
+def row_texts(driver, css: str) -> list[str]:
+    """The texts of the elements matching ``css`` (read again if the live poll replaced them meanwhile)."""
+    for _ in range(20):
+        try:
+            return [e.text for e in driver.find_elements(By.CSS_SELECTOR, css)]
+        except StaleElementReferenceException:
+            continue
+    return []
 
 
 def confirm(driver, token: str | None) -> str:
@@ -108,7 +134,7 @@ def test_a_running_task_appears_its_failure_shows_the_traceback_and_revoke_termi
     long = t.record_span.send(120.0)
     wait_for(lambda: (s := get_task_state(long.message_id)) and s.state == "running", 15, "the long task to run")
     browser.get(server.url + f"/tasks/{long.message_id}")
-    browser.find_element(By.ID, "revoke-terminate").click()
+    click(browser, "#revoke-terminate")
     assert "terminate" in text_of(browser, "#confirm-text")
     shot(browser, tmp_path, "confirm-revoke")
     outcome = confirm(browser, TOKEN)
@@ -149,14 +175,14 @@ def test_a_stale_lock_is_cleared_from_the_page_and_a_live_one_refused(make_confi
         shot(browser, tmp_path, "locks")
 
         # Then clearing the stale one from the page removes it
-        browser.find_element(By.CSS_SELECTOR, 'tr[data-lock="stale-one"] a.action').click()
+        click(browser, 'tr[data-lock="stale-one"] a.action')
         outcome = confirm(browser, TOKEN)
         assert outcome.startswith("Removed lock 'stale-one'") and f"pid {holder.pid}" in outcome
         assert not redis_client.exists(f"{NS}:lock:stale-one")
 
         # And clearing the live one is refused, and it stays
         browser.get(server.url + "/locks")
-        browser.find_element(By.CSS_SELECTOR, 'tr[data-lock="live-one"] a.action').click()
+        click(browser, 'tr[data-lock="live-one"] a.action')
         outcome = confirm(browser, TOKEN)
         shot(browser, tmp_path, "live-lock-refused")
         assert "live owner" in outcome and "not cleared" in outcome
@@ -184,17 +210,13 @@ def test_a_killed_worker_is_shown_dead_within_the_heartbeat_timeout(make_config,
 
     # Then the open page shows it dead (live update, no reload) within the heartbeat timeout
     def host_a_row() -> str:
-        for row in browser.find_elements(By.CSS_SELECTOR, "tr.worker"):
-            if row.text.startswith("host-a"):
-                return row.text
-        return ""
+        return next((text for text in row_texts(browser, "tr.worker") if text.startswith("host-a")), "")
 
     # the heartbeat timeout, plus one 2 s poll of the page, plus slack for a loaded machine
     bound_s = 3 + 2.0 + 3
     wait_for(lambda: "dead" in host_a_row(), bound_s, "host-a shown dead")
     assert time.monotonic() - killed < bound_s
-    assert any(r.text.startswith("host-b") and "alive" in r.text
-               for r in browser.find_elements(By.CSS_SELECTOR, "tr.worker"))
+    assert any(text.startswith("host-b") and "alive" in text for text in row_texts(browser, "tr.worker"))
     shot(browser, tmp_path, "worker-dead")
 
 
@@ -209,12 +231,12 @@ def test_without_a_token_actions_from_the_page_are_refused(broker, make_config, 
     # When an operator tries to revoke it and to purge the queue from the pages
     browser.get(server.url + "/tasks")
     assert "read-only (actions off)" in browser.page_source
-    browser.find_element(By.CSS_SELECTOR, f'tr[data-message="{waiting.message_id}"] a.action').click()
+    click(browser, f'tr[data-message="{waiting.message_id}"] a.action')
     assert "Actions are off" in browser.page_source
     revoke_outcome = confirm(browser, TOKEN)
     shot(browser, tmp_path, "refused")
     browser.get(server.url + "/")
-    browser.find_element(By.CSS_SELECTOR, 'tr[data-queue="jwql"] a.action').click()
+    click(browser, 'tr[data-queue="jwql"] a.action')
     purge_outcome = confirm(browser, None)
 
     # Then both are refused, and nothing changed
