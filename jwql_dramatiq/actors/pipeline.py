@@ -216,20 +216,10 @@ class _FencedJob:
 
     def _with_redis(self, call: Callable[[], Any]) -> Any:
         """Run a Redis call, waiting out an outage (bounded) instead of guessing."""
+        from ..outage import ride_through
+
         limit = min(self.deadline, time.monotonic() + PUBLISH_REDIS_WAIT_S)
-        delay, warned = 0.5, False
-        while True:
-            try:
-                return call()
-            except (redis.ConnectionError, redis.TimeoutError, RedisUnavailable) as e:
-                if time.monotonic() + delay > limit:
-                    raise RedisUnavailable(self.config.redis_address,
-                                           f"the job lock of {self.short_name} could not be checked: {e}") from None
-                if not warned:
-                    logger.warning("Redis unreachable at the job lock of %s (%s); waiting for it", self.short_name, e)
-                    warned = True
-                time.sleep(delay)
-                delay = min(delay * 2, 5.0)
+        return ride_through(call, limit, self.config.redis_address, f"checking the job lock of {self.short_name}")
 
     def _claim(self, result: dict) -> tuple[str, Any]:
         """One WATCH/MULTI attempt: ``("claimed", None)``, ``("published", marker)`` or ``("superseded", fence)``."""

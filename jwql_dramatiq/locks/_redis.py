@@ -161,7 +161,9 @@ def unavailable(client: Any, exc: BaseException) -> RedisUnavailable:
     RedisUnavailable
         The error to raise ``from exc``.
     """
-    return RedisUnavailable(client_address(client), str(exc))
+    from jwql_dramatiq.connection import redis_unavailable
+
+    return redis_unavailable(exc, address=client_address(client), client=client)
 
 
 def unknown_code(script: str, code: object, lock_name: str) -> LockError:

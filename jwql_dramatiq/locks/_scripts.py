@@ -7,24 +7,19 @@ Python (success, or one exception: LockNotAcquired, LockNotOwned); a code not li
 
 from __future__ import annotations
 
-import hashlib
-import importlib.resources
 from collections.abc import Sequence
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import redis
 
+from jwql_dramatiq import lua
 from jwql_dramatiq.locks._redis import unavailable
 
-if TYPE_CHECKING:
-    from redis.client import Pipeline
 
-
-class LuaScript:
-    """A Lua script shipped as package data, run with EVALSHA (loaded on NOSCRIPT).
-
-    Every call goes through the client's public ``execute_command``, so the client's own retry policy,
-    hooks and connection handling apply before :class:`RedisUnavailable` is raised.
+class LuaScript(lua.LuaScript):
+    """One of the lock scripts next to this module, run through the package's one Lua loader
+    (:class:`jwql_dramatiq.lua.LuaScript`), with connection errors raised as
+    :class:`~jwql_dramatiq.errors.RedisUnavailable`.
 
     Parameters
     ----------
@@ -33,26 +28,10 @@ class LuaScript:
     """
 
     def __init__(self, filename: str) -> None:
-        self.filename = filename
-        self.source = importlib.resources.files(__package__).joinpath(filename).read_text(encoding="utf-8")
-        self.sha = hashlib.sha1(self.source.encode("utf-8")).hexdigest()
+        super().__init__(__package__, filename)
 
-    def run(self, client: redis.Redis, keys: Sequence[str], args: Sequence[Any]) -> Any:
-        """Run the script and return its reply.
-
-        Parameters
-        ----------
-        client : redis.Redis
-            Where to run it.
-        keys : sequence of str
-            KEYS, as documented in the script's header.
-        args : sequence
-            ARGV, as documented in the script's header.
-
-        Returns
-        -------
-        int or list
-            The script's reply: a code, or ``[code, value]``, as documented in its header.
+    def run(self, client: redis.Redis, keys: Sequence[Any] = (), args: Sequence[Any] = ()) -> Any:
+        """Run the script and return its reply (a code, or ``[code, value]``, as its header documents).
 
         Raises
         ------
@@ -60,27 +39,9 @@ class LuaScript:
             Redis could not be reached.
         """
         try:
-            try:
-                return client.execute_command("EVALSHA", self.sha, len(keys), *keys, *args)
-            except redis.exceptions.NoScriptError:
-                client.script_load(self.source)
-                return client.execute_command("EVALSHA", self.sha, len(keys), *keys, *args)
+            return super().run(client, keys, args)
         except (redis.exceptions.ConnectionError, redis.exceptions.TimeoutError) as exc:
             raise unavailable(client, exc) from exc
-
-    def queue(self, pipe: Pipeline, keys: Sequence[str], args: Sequence[Any]) -> None:
-        """Queue the script on a pipeline (the caller handles NOSCRIPT replies).
-
-        Parameters
-        ----------
-        pipe : redis.client.Pipeline
-            The pipeline.
-        keys : sequence of str
-            KEYS.
-        args : sequence
-            ARGV.
-        """
-        pipe.execute_command("EVALSHA", self.sha, len(keys), *keys, *args)
 
 
 #: try_acquire.lua: fence >= 1 ACQUIRED, 0 HELD, -1 WAITERS.
