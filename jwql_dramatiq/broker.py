@@ -81,6 +81,22 @@ class JwqlRedisBroker(RedisBroker):
         except (redis.ConnectionError, redis.TimeoutError) as e:
             raise redis_unavailable(e, address=self.address, client=self.client) from None
 
+    def do_enqueue(self, queue_name: str, *args: Any) -> Any:
+        """Dramatiq's ``enqueue`` dispatch, followed on the same connection by ``WAIT`` when the client
+        waits for replicas (:func:`jwql_dramatiq.sentinel.run_durably`): a send that returns has
+        reached a replica, and one that did not raises :class:`~jwql_dramatiq.sentinel.ReplicaTimeout`.
+
+        The arguments are those of Dramatiq's ``RedisBroker._dispatch`` (dramatiq 2.x).
+        """
+        from .sentinel import run_durably, wait_settings
+
+        if wait_settings(self.client)[0] <= 0:
+            return self._dispatch("enqueue")(queue_name, *args)
+        script = self.scripts["dispatch"]
+        argv = ["enqueue", current_millis(), queue_name, self.broker_id, self.heartbeat_timeout, self.dead_message_ttl,
+                self._should_do_maintenance("enqueue"), self._max_unpack_size(), *args]
+        return run_durably(self.client, script.sha, script.script, [self.namespace], argv, "enqueue", self.address)
+
 
 class _WorkerDefaults(Middleware):
     """Makes each worker thread prefetch exactly one message, whatever the thread count."""

@@ -52,6 +52,13 @@ class Config:
     redis_username: str | None = None
     redis_password: str | None = field(default=None, repr=False)
     redis_url: str | None = field(default=None, repr=False)
+    redis_sentinels: tuple[str, ...] = ()
+    redis_master_name: str = "jwql"
+    redis_sentinel_username: str | None = None
+    redis_sentinel_password: str | None = field(default=None, repr=False)
+    redis_tls_ca_cert: str | None = None
+    redis_min_replicas: int | None = None
+    redis_wait_ms: int = 1000
     transfer_dir: str = ""
     working: str | None = None
     outputs: str | None = None
@@ -96,8 +103,23 @@ class Config:
         return f"redis://{auth}{self.redis_host}:{self.redis_port}/{self.redis_db}"
 
     @property
+    def wait_replicas(self) -> int:
+        """How many replicas must acknowledge a write that must survive a failover (``WAIT n``); 0: none.
+
+        ``redis_min_replicas`` when given, else 1 with sentinels and 0 without.
+        """
+        if self.redis_min_replicas is not None:
+            return self.redis_min_replicas
+        return 1 if self.redis_sentinels else 0
+
+    @property
     def redis_address(self) -> str:
-        """``host:port`` (or the unix socket path) of Redis, without credentials, for messages."""
+        """``host:port`` (or the unix socket path) of Redis, without credentials, for messages.
+
+        With sentinels: ``sentinels h1:p1,h2:p2 (master 'name')``.
+        """
+        if self.redis_sentinels:
+            return f"sentinels {','.join(self.redis_sentinels)} (master {self.redis_master_name!r})"
         parts = urlsplit(self.url)
         if parts.scheme == "unix":
             return parts.path
@@ -144,6 +166,26 @@ def _to_int(v: Any) -> int:
     return int(v)
 
 
+def _host_port(v: str) -> tuple[str, int]:
+    """Split ``host:port`` (``[v6]:port`` too) into its parts; ValueError when it is not one."""
+    host, sep, port = v.rpartition(":")
+    host = host.strip("[]")
+    if not sep or not host or not port.isdigit() or not 1 <= int(port) <= 65535:
+        raise ValueError(f"{v!r} is not host:port")
+    return host, int(port)
+
+
+def _sentinels_problem(v: tuple[str, ...]) -> str | None:
+    for entry in v:
+        if not isinstance(entry, str):
+            return f"entry {entry!r} is not a \"host:port\" string"
+        try:
+            _host_port(entry)
+        except ValueError as e:
+            return f"entry {e}"
+    return None
+
+
 def _url(v: str) -> str | None:
     scheme = urlsplit(v).scheme
     return None if scheme in ("redis", "rediss", "unix") else "must start with redis://, rediss:// or unix://"
@@ -158,6 +200,13 @@ _SCHEMA: dict[str, tuple[tuple[type, ...], Any, Any]] = {
     "redis_username": _OPT_STR,
     "redis_password": _OPT_STR,
     "redis_url": ((str, type(None)), lambda v: v, lambda v: v and _url(v)),
+    "redis_sentinels": ((list,), tuple, _sentinels_problem),
+    "redis_master_name": ((str,), str, lambda v: None if v.strip() else "must not be empty"),
+    "redis_sentinel_username": _OPT_STR,
+    "redis_sentinel_password": _OPT_STR,
+    "redis_tls_ca_cert": _OPT_STR,
+    "redis_min_replicas": ((int, type(None)), lambda v: v, lambda v: v is not None and _non_negative(v)),
+    "redis_wait_ms": ((int,), int, lambda v: None if 1 <= v <= 60_000 else "must be between 1 and 60000"),
     "transfer_dir": _STR,
     "working": _OPT_STR,
     "outputs": _OPT_STR,
@@ -273,7 +322,10 @@ def validate(raw: dict[str, Any], path: str) -> Config:
     if not isinstance(raw, dict):
         raise ConfigError(path, None, f"the top level must be a JSON object, not {type(raw).__name__}")
     raw = _resolve_aliases(raw, path)
-    required = REQUIRED_KEYS[2:] if raw.get("redis_url") else REQUIRED_KEYS
+    if raw.get("redis_url") and raw.get("redis_sentinels"):
+        raise ConfigError(path, "redis_sentinels", "cannot be given with 'redis_url': give one of them "
+                          "('redis_sentinels' finds the master through Sentinel, 'redis_url' names one server)")
+    required = REQUIRED_KEYS[2:] if raw.get("redis_url") or raw.get("redis_sentinels") else REQUIRED_KEYS
     for key in required:
         if key not in raw:
             raise ConfigError(path, key, "is missing (required)")
@@ -296,7 +348,7 @@ def validate(raw: dict[str, Any], path: str) -> Config:
         values[key] = value
     if "transfer_dir" in values and not values["transfer_dir"].strip():
         raise ConfigError(path, "transfer_dir", "must not be empty")
-    if not values.get("redis_url") and not values.get("redis_host", "x").strip():
+    if not values.get("redis_url") and not values.get("redis_sentinels") and not values.get("redis_host", "x").strip():
         raise ConfigError(path, "redis_host", "must not be empty (give the Redis host name, or a redis_url)")
     return Config(path=path, **values)
 
@@ -380,5 +432,6 @@ def replace(config: Config, **changes: Any) -> Config:
     """Return a copy of ``config`` with ``changes`` applied and validated again."""
     raw = {f.name: getattr(config, f.name) for f in dataclasses.fields(config) if f.name != "path"}
     raw["preload"], raw["actor_modules"] = list(raw["preload"]), list(raw["actor_modules"])
+    raw["redis_sentinels"] = list(raw["redis_sentinels"])
     raw.update(changes)
     return validate({k: v for k, v in raw.items() if v is not None}, config.path)

@@ -29,12 +29,23 @@ def make_redis(config: Config) -> redis.Redis:
     ----------
     config : Config
 
+    With ``redis_sentinels`` in the config, the client finds the master through the sentinels and
+    follows a failover on its own (:func:`jwql_dramatiq.sentinel.sentinel_client`). Either way it
+    carries the config's ``WAIT`` settings (:attr:`Config.wait_replicas`, ``redis_wait_ms``) for
+    the writes that must survive a failover (:func:`jwql_dramatiq.sentinel.run_durably`).
+
     Returns
     -------
     redis.Redis
     """
-    return redis.Redis.from_url(config.url, socket_connect_timeout=CONNECT_TIMEOUT_S, socket_timeout=SOCKET_TIMEOUT_S,
-                                health_check_interval=30)
+    from .sentinel import sentinel_client, set_wait
+
+    if config.redis_sentinels:
+        client = sentinel_client(config, CONNECT_TIMEOUT_S, SOCKET_TIMEOUT_S)
+    else:
+        client = redis.Redis.from_url(config.url, socket_connect_timeout=CONNECT_TIMEOUT_S,
+                                      socket_timeout=SOCKET_TIMEOUT_S, health_check_interval=30)
+    return set_wait(client, config.wait_replicas, config.redis_wait_ms)
 
 
 def get_redis(config: Config | None = None) -> redis.Redis:
@@ -133,6 +144,11 @@ def client_address(client: Any) -> str:
         kwargs = client.connection_pool.connection_kwargs
     except AttributeError:
         return "?"
+    manager = getattr(client.connection_pool, "sentinel_manager", None)
+    if manager is not None:
+        addresses = ",".join(f"{s.connection_pool.connection_kwargs.get('host')}:"
+                             f"{s.connection_pool.connection_kwargs.get('port')}" for s in manager.sentinels)
+        return f"sentinels {addresses} (master {client.connection_pool.service_name!r})"
     if kwargs.get("path"):
         return f"unix:{kwargs['path']}"
     return f"{kwargs.get('host', 'localhost')}:{kwargs.get('port', 6379)}"

@@ -22,8 +22,12 @@ from dramatiq.results.backends.redis import RedisBackend
 
 from .connection import BLOCKING_SLICE_S, redis_unavailable
 from .errors import TaskFailed
+from .outage import ride_through
 from .scripts import STORE_RESULT
+from .sentinel import run_durably, wait_settings
 
+#: How long a worker keeps trying to store a result that must reach a replica (seconds), e.g. through a failover.
+DURABLE_STORE_BOUND_S = 60.0
 #: Marker Dramatiq puts on stored exceptions.
 _CANARY = "dramatiq.results.Result"
 
@@ -76,11 +80,13 @@ class JwqlResultsBackend(RedisBackend):
         super().__init__(**kwargs)
         self.address = address
         self.revoked_key = revoked_key
+        #: Seconds a worker keeps trying to store a result that must reach a replica.
+        self.durable_store_bound_s = DURABLE_STORE_BOUND_S
 
-    def store_result(self, message, result: Any, ttl: int) -> None:  # noqa: D102
+    def store_result(self, message, result: Any, ttl: int) -> None:
         self._store_guarded(message, result, ttl, force=False)
 
-    def store_exception(self, message, exception: BaseException, ttl: int) -> None:  # noqa: D102
+    def store_exception(self, message, exception: BaseException, ttl: int) -> None:
         self.store_failure(message, describe_exception(exception), ttl)
 
     def store_failure(self, message, exn: dict[str, str], ttl: int, force: bool = False) -> None:
@@ -100,21 +106,30 @@ class JwqlResultsBackend(RedisBackend):
     def _store_guarded(self, message, payload: Any, ttl: int, force: bool) -> None:
         # A revoked task's late result must not replace the "revoked" failure its waiter got, nor
         # a duplicate run's late failure a success (store_result.lua).
-        STORE_RESULT.run(self.client, keys=[self.build_message_key(message), self.revoked_key],
-                         args=[message.message_id, self.encoder.encode(payload), ttl, "1" if force else "0",
-                               "1" if _is_failure(payload) else "0"])
+        keys = [self.build_message_key(message), self.revoked_key]
+        args = [message.message_id, self.encoder.encode(payload), ttl, "1" if force else "0",
+                "1" if _is_failure(payload) else "0"]
+        if wait_settings(self.client)[0] <= 0:
+            STORE_RESULT.run(self.client, keys=keys, args=args)
+        else:
+            # Sentinel: the result must reach a replica before the message is acked; ride through a
+            # failover (store_result.lua is safe to run again) rather than rerun the task.
+            ride_through(lambda: run_durably(self.client, STORE_RESULT.sha, STORE_RESULT.source, keys, args,
+                                             "the result", self.address),
+                         time.monotonic() + self.durable_store_bound_s, self.address,
+                         f"storing the result of {message.message_id}")
         if isinstance(message, MessageProxy):
             # Redis answered: the message has a result (ours, or one the script kept). The consumer's
             # ack reads this instead of asking Redis again (WakingConsumer._result_lost).
             message.result_stored = True
 
-    def unwrap_result(self, res: Any) -> Any:  # noqa: D102
+    def unwrap_result(self, res: Any) -> Any:
         if _is_failure(res):
             exn = res["exn"]
             raise TaskResultFailure(exn["type"], exn["msg"], exn.get("traceback", ""))
         return res
 
-    def get_result(self, message, *, block: bool = False, timeout: int | None = None) -> Any:  # noqa: D102
+    def get_result(self, message, *, block: bool = False, timeout: int | None = None) -> Any:
         try:
             if not block:
                 return super().get_result(message)

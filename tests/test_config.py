@@ -216,3 +216,56 @@ def test_deployment_step_args_choose_the_inputs_subarray_last():
     with pytest.raises(Exception, match="must be"):
         from jwql_dramatiq.pipeline.deployment import split_key
         split_key("*/FULL")
+
+
+SENTINELS = ["10.0.0.1:26379", "10.0.0.2:26379", "10.0.0.3:26379"]
+
+
+def test_sentinels_replace_host_and_port_and_turn_on_wait(tmp_path):
+    config = load_config(write(tmp_path, {"redis_sentinels": SENTINELS, "redis_master_name": "jwql-prod",
+                                          "transfer_dir": "/t"}), environ={})
+    assert config.redis_sentinels == tuple(SENTINELS) and config.redis_master_name == "jwql-prod"
+    assert config.wait_replicas == 1 and config.redis_wait_ms == 1000
+    assert config.redis_address == "sentinels 10.0.0.1:26379,10.0.0.2:26379,10.0.0.3:26379 (master 'jwql-prod')"
+    plain = load_config(write(tmp_path, JWQL_KEYS), environ={})
+    assert plain.wait_replicas == 0 and plain.redis_sentinels == ()
+
+
+def test_sentinel_credentials_and_wait_come_from_the_environment(tmp_path):
+    config = load_config(write(tmp_path, {"redis_sentinels": SENTINELS, "transfer_dir": "/t"}),
+                         environ={"JWQL_DRAMATIQ_REDIS_SENTINEL_PASSWORD": "s3cret",
+                                  "JWQL_DRAMATIQ_REDIS_SENTINEL_USERNAME": "sentinel-user",
+                                  "JWQL_DRAMATIQ_REDIS_MIN_REPLICAS": "0", "JWQL_DRAMATIQ_REDIS_WAIT_MS": "250"})
+    assert config.redis_sentinel_password == "s3cret" and config.redis_sentinel_username == "sentinel-user"
+    assert (config.wait_replicas, config.redis_wait_ms) == (0, 250)
+    assert "s3cret" not in repr(config)
+
+
+def test_redis_url_and_redis_sentinels_together_are_refused_naming_both(tmp_path):
+    path = write(tmp_path, {"redis_url": "redis://h:6379/0", "redis_sentinels": SENTINELS, "transfer_dir": "/t"})
+    with pytest.raises(ConfigError) as e:
+        load_config(path, environ={})
+    assert "'redis_url'" in str(e.value) and "'redis_sentinels'" in str(e.value) and str(path) in str(e.value)
+
+
+@pytest.mark.parametrize("sentinels, words", [(["10.0.0.1"], "is not host:port"), (["h:99999"], "is not host:port"),
+                                              ([26379], "is not a")])
+def test_bad_sentinel_entries_are_named(tmp_path, sentinels, words):
+    with pytest.raises(ConfigError, match=words) as e:
+        load_config(write(tmp_path, {"redis_sentinels": sentinels, "transfer_dir": "/t"}), environ={})
+    assert e.value.key == "redis_sentinels"
+
+
+def test_unreachable_sentinels_give_one_line_naming_every_address(tmp_path):
+    from jwql_dramatiq.connection import check_redis, make_redis
+    from jwql_dramatiq.embedded import free_port
+    from jwql_dramatiq.errors import RedisUnavailable
+
+    addresses = [f"127.0.0.1:{free_port()}" for _ in range(3)]
+    config = load_config(write(tmp_path, {"redis_sentinels": addresses, "transfer_dir": "/t"}), environ={})
+    client = make_redis(config)
+    with pytest.raises(RedisUnavailable) as e:
+        check_redis(client, config.redis_address)
+    message = str(e.value)
+    assert "\n" not in message and "no sentinel gave a master 'jwql'" in message
+    assert all(message.count(a) >= 2 for a in addresses), message  # in the address, and in what each said

@@ -81,11 +81,13 @@ def cmd_status(ctx: Context, args: argparse.Namespace) -> int:
     alive = [w for w in workers if w.alive]
     shown = visible_workers(workers, args.all)
     code = RET_OK if alive else RET_FAIL
+    replication = _replication(ctx) if config.redis_sentinels or config.wait_replicas else None
     if args.json:
         ctx.print_json({"redis": config.redis_address, "namespace": ctx.namespace, "healthy": bool(alive),
                         "heartbeat_timeout_s": config.heartbeat_timeout_s,
                         "workers": [w.to_dict() for w in shown], "queues": [q.to_dict() for q in queues],
-                        "locks": [_lock_dict(info) for info in locks]})
+                        "locks": [_lock_dict(info) for info in locks],
+                        **({"replication": replication} if replication is not None else {})})
         return code
 
     now = time.time()
@@ -117,7 +119,44 @@ def cmd_status(ctx: Context, args: argparse.Namespace) -> int:
                     ("QUEUE", "READY", "DELAYED", "DEAD-LETTER")))
     ctx.print("")
     ctx.print(table(lock_rows(locks, now), LOCK_HEADERS) if locks else "No locks held.")
+    if replication is not None:
+        ctx.print("")
+        for line in replication_lines(replication):
+            ctx.print(line)
     return code
+
+
+def _replication(ctx: Context) -> dict[str, Any]:
+    """The master, replicas and sentinels (:func:`jwql_dramatiq.sentinel.topology`), or ``{"error": ...}``."""
+    import redis
+
+    from ..sentinel import topology
+
+    try:
+        return topology(ctx.client)
+    except redis.RedisError as e:  # e.g. an ACL without +info
+        return {"error": str(e) or type(e).__name__}
+
+
+def replication_lines(rep: dict[str, Any]) -> list[str]:
+    """The replication part of ``status``: master, replicas with their lag, each sentinel's view."""
+    if "error" in rep:
+        return [f"Replication: not shown ({rep['error']})"]
+    replicas, wait = rep["replicas"], rep.get("wait", [0, 0])
+    waits = f"durable writes WAIT {wait[0]} {wait[1]}" if wait[0] else "durable writes do not wait"
+    lines = [f"Master {rep['master'] or '?'} (role {rep['role']}), {len(replicas)} replica(s); {waits}"]
+    if replicas:
+        lines.append(table([[r["address"], r["state"], r["lag_bytes"], "-" if r["lag_s"] is None else f"{r['lag_s']} s"]
+                            for r in replicas], ("REPLICA", "STATE", "LAG (BYTES)", "LAST ACK")))
+    if rep["sentinels"]:
+        lines.append("")
+        rows = [[v["address"], v.get("master", "-"), v.get("flags", ""), v.get("replicas", "-"),
+                 v.get("other_sentinels", "-"), v.get("quorum", "-"), v.get("error", "")] for v in rep["sentinels"]]
+        lines.append(table(rows, ("SENTINEL", "MASTER", "FLAGS", "REPLICAS", "OTHER SENTINELS", "QUORUM", "ERROR")))
+        named = {v.get("master") for v in rep["sentinels"] if v.get("master")}
+        if len(named) > 1:
+            lines.append(f"WARNING: the sentinels disagree on the master: {', '.join(sorted(named))}")
+    return lines
 
 
 def _memory(worker: WorkerInfo) -> str:

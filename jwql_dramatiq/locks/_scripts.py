@@ -7,13 +7,15 @@ Python (success, or one exception: LockNotAcquired, LockNotOwned); a code not li
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Any
 
 import redis
 
 from jwql_dramatiq import lua
+from jwql_dramatiq.connection import client_address
 from jwql_dramatiq.locks._redis import unavailable
+from jwql_dramatiq.sentinel import run_durably, wait_settings
 
 
 class LuaScript(lua.LuaScript):
@@ -27,8 +29,12 @@ class LuaScript(lua.LuaScript):
         The ``.lua`` file next to this module.
     """
 
-    def __init__(self, filename: str) -> None:
+    def __init__(self, filename: str, durable: Callable[[Any], bool] | None = None) -> None:
         super().__init__(__package__, filename)
+        #: For an acquisition: given the reply, whether it took the lock (and INCRemented the fencing
+        #: counter); such a reply is only returned once a replica has it (``WAIT``, when the client
+        #: waits for replicas), so neither the grant nor its fencing token can vanish in a failover.
+        self.durable = durable
 
     def run(self, client: redis.Redis, keys: Sequence[Any] = (), args: Sequence[Any] = ()) -> Any:
         """Run the script and return its reply (a code, or ``[code, value]``, as its header documents).
@@ -39,15 +45,18 @@ class LuaScript(lua.LuaScript):
             Redis could not be reached.
         """
         try:
+            if self.durable is not None and wait_settings(client)[0] > 0:
+                return run_durably(client, self.sha, self.source, keys, args, "lock acquisition",
+                                   client_address(client), self.durable)
             return super().run(client, keys, args)
         except (redis.exceptions.ConnectionError, redis.exceptions.TimeoutError) as exc:
             raise unavailable(client, exc) from exc
 
 
 #: try_acquire.lua: fence >= 1 ACQUIRED, 0 HELD, -1 WAITERS.
-TRY_ACQUIRE = LuaScript("try_acquire.lua")
+TRY_ACQUIRE = LuaScript("try_acquire.lua", durable=lambda fence: isinstance(fence, int) and fence >= 1)
 #: acquire.lua: {1, fence} ACQUIRED, {2, wait_ms} HELD, {3, wait_ms} QUEUED.
-ACQUIRE = LuaScript("acquire.lua")
+ACQUIRE = LuaScript("acquire.lua", durable=lambda reply: isinstance(reply, list) and reply[0] == 1)
 #: release.lua: 1 RELEASED, 2 RELEASED_WOKE, 0 NOT_OWNED.
 RELEASE = LuaScript("release.lua")
 #: extend.lua: 1 RENEWED, 0 NOT_OWNED.

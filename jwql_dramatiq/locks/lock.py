@@ -31,6 +31,7 @@ from jwql_dramatiq.locks._scripts import NOT_OWNED, RELEASED, RELEASED_WOKE, REN
 from jwql_dramatiq.locks.admin import describe_holder
 from jwql_dramatiq.locks.owner import owner_json
 from jwql_dramatiq.locks.renewal import Entry, get_renewer
+from jwql_dramatiq.sentinel import ReplicaTimeout
 
 logger = logging.getLogger(__name__)
 
@@ -249,7 +250,11 @@ class RedisLock:
         value = os.urandom(16).hex().encode() if token is None else s.client.get_encoder().encode(token)
         tail = f',"token_hex":"{value.hex()}"{s.record_settings}"acquired_at":{time.time():.3f},{owner_json()}}}'
         started = time.monotonic()
-        fence = _scripts.TRY_ACQUIRE.run(s.client, s.try_keys, [value, tail, s.first_ttl_ms])
+        try:
+            fence = _scripts.TRY_ACQUIRE.run(s.client, s.try_keys, [value, tail, s.first_ttl_ms])
+        except ReplicaTimeout:
+            self._give_back(value)
+            raise
         if fence >= 1:
             self._on_acquired(value, fence, started)
             return True
@@ -257,11 +262,23 @@ class RedisLock:
             raise _redis.unknown_code("try_acquire.lua", fence, self.name)
         if fence == TRY_HELD and not blocking:
             return False
-        got = wait_in_queue(s, self.name, value, tail, blocking, deadline)
+        try:
+            got = wait_in_queue(s, self.name, value, tail, blocking, deadline)
+        except ReplicaTimeout:
+            self._give_back(value)
+            raise
         if got is None:
             return False
         self._on_acquired(value, *got)
         return True
+
+    def _give_back(self, token: bytes) -> None:
+        """Release a grant no replica confirmed (the caller is told it failed), if Redis still answers."""
+        s = self.settings
+        try:
+            _scripts.RELEASE.run(s.client, s.release_keys, [token, s.keys.signal_prefix, s.signal_ttl_ms])
+        except Exception:
+            logger.warning("Could not give back the unconfirmed grant of lock %r", self.name, exc_info=True)
 
     def _on_acquired(self, token: bytes, fence: int, started: float) -> None:
         s = self.settings

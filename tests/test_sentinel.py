@@ -1,0 +1,103 @@
+"""Sentinel clients against real processes: a master, one replica and three sentinels on loopback.
+
+The client finds the master through the sentinels; ``status`` shows master, replica and the
+sentinels' view; durable writes (send, result, lock acquisition with its fencing increment)
+succeed with a replica and fail with :class:`~jwql_dramatiq.sentinel.ReplicaTimeout` without one.
+"""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from jwql_dramatiq.cli import main
+from jwql_dramatiq.config import load_config
+from jwql_dramatiq.connection import make_redis
+from jwql_dramatiq.errors import RedisUnavailable
+from jwql_dramatiq.sentinel import ReplicaTimeout
+from tests.conftest import base_config, wait_for
+from tests.faults.sentinels import Cluster
+
+pytestmark = [pytest.mark.timeout(60)]
+
+
+@pytest.fixture
+def cluster(tmp_path):
+    cluster = Cluster(tmp_path / "cluster")
+    try:
+        yield cluster.start()
+    finally:
+        cluster.close()
+
+
+def sentinel_config(tmp_path, cluster: Cluster, **overrides):
+    raw = base_config("redis://unused", tmp_path, **overrides)
+    del raw["redis_url"]
+    raw["redis_sentinels"] = cluster.sentinel_addresses
+    path = tmp_path / "sentinel-config.json"
+    path.write_text(json.dumps(raw))
+    return path
+
+
+def test_status_shows_master_replica_lag_and_each_sentinels_view(tmp_path, cluster, capsys):
+    config = sentinel_config(tmp_path, cluster)
+    master, replica = cluster.nodes["redis0"], cluster.nodes["redis1"]
+    wait_for(lambda: cluster.in_sync(master), 10, "the replica to sync")
+    wait_for(lambda: all(v.get("replicas") == 1 and v.get("other_sentinels") == 2 for v in _views(config)), 20,
+             "every sentinel to see the replica and the other sentinels", interval_s=0.2)
+    code = main(["--config", str(config), "status", "--json"])
+    report = json.loads(capsys.readouterr().out)
+    rep = report["replication"]
+    assert code == 1 and rep["master"] == master.address and rep["role"] == "master" and rep["wait"] == [1, 1000]
+    assert [r["address"].split(":")[1] for r in rep["replicas"]] == [str(replica.port)]
+    assert rep["replicas"][0]["state"] == "online" and rep["replicas"][0]["lag_bytes"] >= 0
+    assert {v["address"] for v in rep["sentinels"]} == set(cluster.sentinel_addresses)
+    assert all(v["master"] == master.address and "master" in v["flags"] for v in rep["sentinels"])
+    main(["--config", str(config), "status"])
+    out = capsys.readouterr().out
+    assert f"Master {master.address} (role master), 1 replica(s); durable writes WAIT 1 1000" in out
+    assert "SENTINEL" in out and "LAG (BYTES)" in out and all(a in out for a in cluster.sentinel_addresses)
+
+
+def _views(config):
+    from jwql_dramatiq.sentinel import topology
+
+    client = make_redis(load_config(config))
+    try:
+        return topology(client)["sentinels"]
+    finally:
+        client.close()
+
+
+def test_durable_writes_need_a_replica_and_an_unconfirmed_lock_is_given_back(tmp_path, cluster):
+    import tests.actors_for_tests  # noqa: F401  (declares record_span)
+    from jwql_dramatiq.broker import build_broker
+    from jwql_dramatiq.locks import RedisLock
+
+    config = load_config(sentinel_config(tmp_path, cluster, redis_wait_ms=300))
+    broker = build_broker(config)
+    try:
+        wait_for(lambda: cluster.in_sync(cluster.nodes["redis0"]), 10, "the replica to sync")
+        # With the replica: a send, a lock and its fencing token all reach it
+        message = broker.get_actor("record_span").message(0.0)
+        broker.enqueue(message)
+        lock = RedisLock("sentinel-test", client=broker.client, namespace=config.namespace, lease_s=5)
+        assert lock.acquire(blocking=False)
+        replica = cluster.nodes["redis1"].client()
+        fence = int(replica.get(f"{config.namespace}:lock-fence"))
+        assert fence == lock.fencing_token and replica.exists(f"{config.namespace}:lock:sentinel-test")
+        assert replica.llen(f"{config.namespace}:jwql") == 1
+        lock.release()
+        # Without it: each durable write raises, and the lock is not left held
+        cluster.nodes["redis1"].kill()
+        with pytest.raises(ReplicaTimeout, match="0 of 1 replica"):
+            broker.enqueue(broker.get_actor("record_span").message(0.0))
+        with pytest.raises(ReplicaTimeout, match="lock acquisition"):
+            RedisLock("sentinel-test", client=broker.client, namespace=config.namespace, lease_s=5).acquire(blocking=False)
+        assert not broker.client.exists(f"{config.namespace}:lock:sentinel-test")
+        broker.results_backend.durable_store_bound_s = 1.0
+        with pytest.raises(RedisUnavailable, match="storing the result .*0 of 1 replica"):
+            broker.results_backend.store_result(message, "a result", 60_000)  # rides through, then gives up
+    finally:
+        broker.close()
