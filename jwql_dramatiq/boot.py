@@ -1,14 +1,19 @@
-"""Worker start-up: what happens when ``dramatiq jwql_dramatiq.actors`` imports the actors.
+"""Worker start-up: what :class:`jwql_dramatiq.worker_middleware.WorkerMiddleware` does in a worker.
 
-The Dramatiq CLI imports the broker module in each worker process, then calls
-``dramatiq.get_broker()``. :func:`boot_worker` runs in that window, while the process is still
-single-threaded: it loads the config, sets the CRDS environment, builds the broker, forks the
-preloaded fork server, routes every actor through it, and checks that Redis answers.
+``dramatiq jwql_dramatiq.actors -p1 -t1`` imports the actors (which installs the deferred broker
+of :mod:`jwql_dramatiq.deferred_broker` and reads nothing), asks ``dramatiq.get_broker()`` for
+the broker and emits ``process_boot``. The broker is built from the config at that moment, and
+the middleware's ``after_process_boot`` calls :func:`boot_worker` while the process is still
+single-threaded: it sets the CRDS environment, forks the preloaded fork server, checks that
+Redis answers, and starts the control and sweeper threads.
 
-Failures are reported in one line (no traceback) and end the worker with the codes of
-:mod:`jwql_dramatiq.exit_codes` (Dramatiq's own): ``RET_CONFIG`` (2, Dramatiq's ``RET_IMPORT``)
-for a bad config or credentials Redis refuses, ``RET_REDIS`` (3, Dramatiq's ``RET_CONNECT``) for
-Redis unreachable. Dramatiq picks the code by the exception's type, hence the two classes below.
+Dramatiq ignores (logs) errors raised in ``after_`` hooks, so a start-up failure there is kept
+and raised by the middleware's ``before_worker_boot``, where a :class:`MiddlewareError` stops the
+worker before any thread starts. It is reported in one line (no traceback) and ends the worker
+with the codes of :mod:`jwql_dramatiq.exit_codes` (Dramatiq's own): ``RET_CONFIG`` (2, Dramatiq's
+``RET_IMPORT``) for a bad config, credentials Redis refuses, or a thread count other than one;
+``RET_REDIS`` (3, Dramatiq's ``RET_CONNECT``) for Redis unreachable. Dramatiq picks the code by
+the exception's type, hence the classes below.
 """
 
 from __future__ import annotations
@@ -18,32 +23,45 @@ import importlib
 import logging
 import multiprocessing.util
 import os
-import sys
+from dataclasses import dataclass
+from typing import Any
 
 from dramatiq.errors import BrokerConnectionError
+from dramatiq.middleware import MiddlewareError
 
-from . import registry
-from .errors import ConfigError, RedisAuthFailed, RedisUnavailable
+from .errors import ConfigError, JwqlDramatiqError, RedisAuthFailed, RedisUnavailable
 
 logger = logging.getLogger(__name__)
 
 #: Seconds the worker waits for the fork server's preload and first child before taking messages.
 READY_TIMEOUT_S = 600.0
 
-#: The worker's executor, once booted (None in monitors and in-process workers).
-EXECUTOR = None
 
-
-class WorkerConfigError(ConfigError, ImportError):
+class WorkerConfigError(ConfigError, ImportError, MiddlewareError):
     """A bad config at worker start; Dramatiq exits with RET_IMPORT, our RET_CONFIG (2)."""
 
 
-class WorkerRedisAuthFailed(RedisAuthFailed, ImportError):
+class WorkerRedisAuthFailed(RedisAuthFailed, ImportError, MiddlewareError):
     """Redis refused the configured credentials at worker start: a bad config, exit RET_CONFIG (2)."""
 
 
-class WorkerRedisUnavailable(RedisUnavailable, BrokerConnectionError):
+class WorkerRedisUnavailable(RedisUnavailable, BrokerConnectionError, MiddlewareError):
     """Redis unreachable at worker start; Dramatiq exits with RET_CONNECT, our RET_REDIS (3)."""
+
+
+class WorkerUsageError(JwqlDramatiqError, ImportError, MiddlewareError):
+    """The worker was started with options it cannot honour (``--threads`` other than 1); exit 2.
+
+    Dramatiq's RET_IMPORT (2) also means "invalid command line argument".
+    """
+
+
+class WorkerBootFailed(JwqlDramatiqError, MiddlewareError):
+    """An unexpected error while booting the worker (its cause is chained); the worker does not start."""
+
+
+#: The start-up errors printed as one line.
+ONE_LINE_ERRORS = (WorkerConfigError, WorkerRedisAuthFailed, WorkerRedisUnavailable, WorkerUsageError)
 
 
 class _OneLineErrors(logging.Filter):
@@ -55,19 +73,52 @@ class _OneLineErrors(logging.Filter):
 
     def filter(self, record: logging.LogRecord) -> bool:
         exc = record.exc_info[1] if record.exc_info else None
-        if isinstance(exc, (WorkerConfigError, WorkerRedisAuthFailed, WorkerRedisUnavailable)):
+        if isinstance(exc, ONE_LINE_ERRORS):
             record.msg, record.args = f"jwql-dramatiq: {exc}", ()
             record.exc_info, record.exc_text = None, None
         return True
 
 
-def _install_one_line_errors() -> None:
+def install_one_line_errors() -> None:
+    """Add the one-line filter to every root handler that lacks it."""
     for handler in logging.getLogger().handlers:
-        handler.addFilter(_OneLineErrors())
+        if not any(isinstance(f, _OneLineErrors) for f in handler.filters):
+            handler.addFilter(_OneLineErrors())
 
 
-def boot_worker() -> None:
-    """Boot this process as a jwql_dramatiq worker (see the module docstring).
+def as_worker_config_error(error: ConfigError) -> WorkerConfigError:
+    """``error`` as the type Dramatiq's CLI turns into exit 2, with the one-line filter installed."""
+    install_one_line_errors()
+    return WorkerConfigError(error.path, error.key, error.problem)
+
+
+@dataclass
+class BootedWorker:
+    """What :func:`boot_worker` started; :meth:`close` stops it."""
+
+    executor: Any  # jwql_dramatiq.executor.Executor, or None with max_tasks_per_child = 0
+    control: Any = None  # jwql_dramatiq.control.WorkerControl, once Redis answered
+
+    def close(self) -> None:
+        """Stop the fork server (killing its children) and record a clean stop. Safe to call twice."""
+        if self.executor is not None:
+            self.executor.close()
+        if self.control is not None:
+            self.control.mark_stopped()
+
+
+def boot_worker(broker) -> BootedWorker:
+    """Boot this process as a jwql_dramatiq worker of ``broker`` (see the module docstring).
+
+    Parameters
+    ----------
+    broker : JwqlRedisBroker
+        The broker the worker consumes from, already built from the config.
+
+    Returns
+    -------
+    BootedWorker
+        The executor (None for in-process tasks) and the control thread's owner.
 
     Raises
     ------
@@ -78,68 +129,82 @@ def boot_worker() -> None:
     WorkerRedisUnavailable
         Redis does not answer.
     """
-    global EXECUTOR
-    from .broker import setup_broker, task_states
-    from .config import check_transfer_dir, load_config
+    from .broker import task_states
+    from .config import check_transfer_dir
     from .connection import check_redis
     from .control import WorkerControl
     from .sweeper import start_sweeper
 
-    _install_one_line_errors()
+    install_one_line_errors()
+    config = broker.jwql_config
     try:
-        config = load_config()
         check_transfer_dir(config)
     except ConfigError as e:
-        raise WorkerConfigError(e.path, e.key, e.problem) from None
+        raise as_worker_config_error(e) from None
 
     os.makedirs(config.working_dir, exist_ok=True)
     if config.logging:  # JWQL's config carries a dictConfig; honour it as the original did
         import logging.config
 
         logging.config.dictConfig(config.logging)
-        _install_one_line_errors()
+        install_one_line_errors()
     if config.crds_path:
         from .pipeline.crds_env import apply_crds_environment
 
         apply_crds_environment(config.crds_path, server_url=config.crds_server_url, context=config.crds_context,
                                offline_stub=config.crds_offline_stub)
-    broker = setup_broker(config)
     for module in config.actor_modules:  # before the fork server starts, so its children have them too
         importlib.import_module(module)
-    if config.max_tasks_per_child > 0:
-        from .executor import Executor
-
-        EXECUTOR = Executor(
-            max_tasks_per_child=config.max_tasks_per_child,
-            time_limit_for=config.time_limit_for,
-            memory_limit_mib=config.memory_limit_mib,
-            preload_modules=list(config.preload),
-            warm_up=config.warm_up,
-            work_dir=config.working_dir,
-            memory_method=config.memory_method,
-            on_progress=_progress_recorder(broker),
-        )
-        EXECUTOR.start()
-        # Dramatiq's worker processes end through multiprocessing, which skips atexit but runs
-        # its own finalizers: reap the fork server there so it does not linger as a zombie.
-        multiprocessing.util.Finalize(EXECUTOR, EXECUTOR.close, exitpriority=10)
-        atexit.register(EXECUTOR.close)
-        registry.set_task_runner(_run_in_child)
+    booted = BootedWorker(executor=_start_executor(broker, config))
     try:
         check_redis(broker.client, config.redis_address)
     except RedisAuthFailed as e:
+        booted.close()
         raise WorkerRedisAuthFailed(e.address, e.reason, e.username) from None
     except RedisUnavailable as e:
+        booted.close()
         raise WorkerRedisUnavailable(e.address, e.reason) from None
-    control = WorkerControl(broker, EXECUTOR)
+    booted.control = control = WorkerControl(broker, booted.executor)
     task_states(broker).control = control
     control.start()
+    # Dramatiq's worker processes end through multiprocessing, which skips atexit but runs its
+    # own finalizers: record the stop there too when the worker never reaches its shutdown hooks.
     multiprocessing.util.Finalize(control, control.mark_stopped, exitpriority=20)
     start_sweeper(broker)  # after the fork server is forked: the thread must not be inherited
-    if EXECUTOR is not None and not EXECUTOR.wait_ready(READY_TIMEOUT_S):
+    return booted
+
+
+def _start_executor(broker, config):
+    """Fork the fork server (``max_tasks_per_child`` > 0), or return None for in-process tasks."""
+    if config.max_tasks_per_child <= 0:
+        return None
+    from .executor import Executor
+
+    executor = Executor(
+        max_tasks_per_child=config.max_tasks_per_child,
+        time_limit_for=config.time_limit_for,
+        memory_limit_mib=config.memory_limit_mib,
+        preload_modules=list(config.preload),
+        warm_up=config.warm_up,
+        work_dir=config.working_dir,
+        memory_method=config.memory_method,
+        on_progress=_progress_recorder(broker),
+    )
+    executor.start()
+    # Reap the fork server in multiprocessing's finalizers and at exit too, for the ends that
+    # skip the worker's shutdown hooks (a second SIGTERM); closing twice is harmless.
+    multiprocessing.util.Finalize(executor, executor.close, exitpriority=10)
+    atexit.register(executor.close)
+    return executor
+
+
+def wait_ready(broker, booted: BootedWorker) -> None:
+    """Wait for the fork server's preload, then record how task memory is limited, and log the boot."""
+    executor, config = booted.executor, broker.jwql_config
+    if executor is not None and not executor.wait_ready(READY_TIMEOUT_S):
         logger.warning("The fork server is not ready after %.0f s; tasks will wait for it.", READY_TIMEOUT_S)
-    if EXECUTOR is not None and EXECUTOR.memory_method:
-        _record_memory_method(broker, control.key, EXECUTOR)
+    if executor is not None and executor.memory_method and booted.control is not None:
+        _record_memory_method(broker, booted.control.key, executor)
     logger.info("jwql_dramatiq worker booted: queue %r on %s, max_tasks_per_child=%d.",
                 config.queue_name, config.redis_address, config.max_tasks_per_child)
 
@@ -166,22 +231,3 @@ def _record_memory_method(broker, worker_key: str, executor) -> None:
             "memory_method_reason": executor.memory_method_reason})
     except redis.RedisError:
         logger.warning("Could not record the memory method in the worker record.")
-
-
-def _run_in_child(actor_name: str, args: tuple, kwargs: dict):
-    from dramatiq.middleware import CurrentMessage
-
-    message = CurrentMessage.get_current_message()
-    context = {}
-    if message is not None:
-        context = {
-            "queue_name": message.queue_name, "actor_name": message.actor_name, "args": message.args,
-            "kwargs": message.kwargs, "options": dict(message.options), "message_id": message.message_id,
-            "message_timestamp": message.message_timestamp,
-        }
-    return EXECUTOR.run(actor_name, tuple(args), dict(kwargs), context)
-
-
-def is_dramatiq_cli() -> bool:
-    """Whether this process was started by the ``dramatiq`` command line (which imports dramatiq.cli)."""
-    return "dramatiq.cli" in sys.modules

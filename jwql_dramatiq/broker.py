@@ -33,6 +33,7 @@ from .connection import redis_unavailable
 from .results import JwqlResultsBackend
 from .revoke import SkipRevoked, revoked_key
 from .states import TaskStates
+from .worker_middleware import WorkerMiddleware
 
 #: Longest a wake-up list may grow while no worker is idle (extra tokens only cause a spare fetch).
 WAKE_LIST_MAX = 64
@@ -146,6 +147,7 @@ def build_broker(config: Config, declare_actors: bool = True) -> JwqlRedisBroker
         # result, and a caller that has the result never reads "running".
         TaskStates(config.namespace, result_ttl_ms),
         _WorkerDefaults(),
+        WorkerMiddleware(),  # boots the worker in after_process_boot; inert elsewhere
     ]
     broker = JwqlRedisBroker(
         config,

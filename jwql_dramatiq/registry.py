@@ -5,8 +5,9 @@ real :class:`dramatiq.Actor` is declared when the broker is built (:func:`declar
 importing an actor module reads no config and opens no connection, yet ``ping.send()`` and
 ``ping.message()`` work as on any Dramatiq actor.
 
-Every declared actor's function is a dispatcher: in a worker whose fresh-process executor
-is running, it hands the call to a forked child; otherwise it calls the function directly.
+Every actor is declared with :class:`jwql_dramatiq.worker_middleware.ForkingActor`: in a worker
+whose fresh-process executor is running, the worker's call goes to a forked child; otherwise the
+function runs directly.
 """
 
 from __future__ import annotations
@@ -16,11 +17,10 @@ from typing import Any, Callable
 
 import dramatiq
 
+from .worker_middleware import ForkingActor
+
 #: actor name -> the deferred actor, in declaration order.
 REGISTRY: dict[str, "DeferredActor"] = {}
-
-#: Set by the worker once its executor runs; called as ``runner(actor_name, args, kwargs)``.
-_task_runner: Callable[[str, tuple, dict], Any] | None = None
 
 
 class DeferredActor:
@@ -58,16 +58,9 @@ class DeferredActor:
 
     def declare(self, broker: dramatiq.Broker, queue_name: str) -> dramatiq.Actor:
         """Declare the real actor on ``broker`` (called by :func:`declare_all`)."""
-        name = self.actor_name
-
-        @functools.wraps(self.fn)
-        def dispatch(*args: Any, **kwargs: Any) -> Any:
-            if _task_runner is not None:
-                return _task_runner(name, args, kwargs)
-            return self.fn(*args, **kwargs)
-
         options = {"queue_name": queue_name, **self.options}
-        self._actor = dramatiq.actor(dispatch, broker=broker, actor_name=name, **options)
+        self._actor = dramatiq.actor(self.fn, broker=broker, actor_name=self.actor_name, actor_class=ForkingActor,
+                                     **options)
         return self._actor
 
     def __call__(self, *args: Any, **kwargs: Any) -> Any:
@@ -130,8 +123,3 @@ def lookup(actor_name: str) -> DeferredActor:
     """
     return REGISTRY[actor_name]
 
-
-def set_task_runner(runner: Callable[[str, tuple, dict], Any] | None) -> None:
-    """Route every actor call through ``runner`` (the executor), or back in-process with None."""
-    global _task_runner
-    _task_runner = runner

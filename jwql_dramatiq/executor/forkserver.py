@@ -275,12 +275,17 @@ class _TaskLogHandler(logging.Handler):
 
 
 def _set_current_message(context: dict[str, Any]) -> None:
-    """Make ``CurrentMessage.get_current_message()`` work inside the child, as it does in-process."""
+    """Make ``CurrentMessage.get_current_message()`` work inside the child, as it does in-process.
+
+    Through the middleware's public hook, as the worker's own thread does before each message
+    (the hook does not use its broker argument; the broker is passed when there is one).
+    """
     from dramatiq.message import Message
     from dramatiq.middleware import CurrentMessage
 
-    message = Message(**context)
-    CurrentMessage._MESSAGE.set(message)
+    from ..broker import current_broker
+
+    CurrentMessage().before_process_message(current_broker(), Message(**context))
 
 
 def _peak_rss_mib() -> float:
