@@ -16,10 +16,12 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
+from ..errors import ExecutorError
+
 logger = logging.getLogger(__name__)
 
 
-class MemoryKill(Exception):
+class MemoryKill(ExecutorError):
     """Internal: one attempt was killed for memory (never leaves the executor)."""
 
     def __init__(self, by: str, peak_mib: float, method: str) -> None:
