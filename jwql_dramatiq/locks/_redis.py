@@ -121,6 +121,10 @@ def client_address(client: Any) -> str:
     except AttributeError:
         return "<unknown>"
     db = kwargs.get("db", 0)
+    if getattr(client.connection_pool, "sentinel_manager", None) is not None:
+        from jwql_dramatiq.connection import client_address as address
+
+        return f"{address(client)}/{db}"
     if kwargs.get("path"):
         return f"unix:{kwargs['path']}/{db}"
     return f"{kwargs.get('host', 'localhost')}:{kwargs.get('port', 6379)}/{db}"

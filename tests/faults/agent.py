@@ -88,6 +88,10 @@ def handle(request: dict[str, Any]) -> Any:
 
     broker = get_broker()
     cmd = request["cmd"]
+    from tests.faults import agent_batch
+
+    if cmd in agent_batch.COMMANDS:
+        return agent_batch.handle(request)
     if cmd == "send":
         actor = broker.get_actor(request["actor"])
         message = actor.send_with_options(args=tuple(request.get("args", ())), kwargs=request.get("kwargs", {}))
