@@ -70,33 +70,31 @@ class JwqlRedisBroker(RedisBroker):
         """The list an idle consumer of ``queue_name`` blocks on."""
         return f"{self.namespace}:__wake__.{queue_name}"
 
-    def enqueue(self, message: Message, *, delay: int | None = None) -> Message:  # noqa: D102
+    def enqueue(self, message: Message, *, delay: int | None = None) -> Message:
+        """Dramatiq's enqueue, then a wake-up push and, when the client waits for replicas, ``WAIT``.
+
+        The push and ``WAIT`` share one connection: ``WAIT`` covers every write that connection
+        made, and replication is one ordered stream, so a replica that has the push has the
+        enqueue before it. A send that returns has reached a replica; one that did not raises
+        :class:`~jwql_dramatiq.sentinel.ReplicaTimeout` (safe to repeat: same message id).
+        """
+        from .sentinel import ReplicaTimeout, wait_settings
+
+        replicas, wait_ms = wait_settings(self.client)
         try:
             message = super().enqueue(message, delay=delay)
             key = self.wake_key(message.queue_name)  # the delay queue's own list for delayed messages
             with self.client.pipeline(transaction=False) as pipe:
                 pipe.rpush(key, current_millis())
                 pipe.ltrim(key, -WAKE_LIST_MAX, -1)
-                pipe.execute()
-            return message
+                if replicas > 0:
+                    pipe.execute_command("WAIT", replicas, wait_ms)
+                replies = pipe.execute()
         except (redis.ConnectionError, redis.TimeoutError) as e:
             raise redis_unavailable(e, address=self.address, client=self.client) from None
-
-    def do_enqueue(self, queue_name: str, *args: Any) -> Any:
-        """Dramatiq's ``enqueue`` dispatch, followed on the same connection by ``WAIT`` when the client
-        waits for replicas (:func:`jwql_dramatiq.sentinel.run_durably`): a send that returns has
-        reached a replica, and one that did not raises :class:`~jwql_dramatiq.sentinel.ReplicaTimeout`.
-
-        The arguments are those of Dramatiq's ``RedisBroker._dispatch`` (dramatiq 2.x).
-        """
-        from .sentinel import run_durably, wait_settings
-
-        if wait_settings(self.client)[0] <= 0:
-            return self._dispatch("enqueue")(queue_name, *args)
-        script = self.scripts["dispatch"]
-        argv = ["enqueue", current_millis(), queue_name, self.broker_id, self.heartbeat_timeout, self.dead_message_ttl,
-                self._should_do_maintenance("enqueue"), self._max_unpack_size(), *args]
-        return run_durably(self.client, script.sha, script.script, [self.namespace], argv, "enqueue", self.address)
+        if replicas > 0 and int(replies[-1]) < replicas:
+            raise ReplicaTimeout(self.address, "enqueue", replicas, int(replies[-1]), wait_ms)
+        return message
 
 
 class _WorkerDefaults(Middleware):
