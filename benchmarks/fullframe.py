@@ -153,8 +153,10 @@ class ServerClient:
         details = state.details if state else {}
         v.peak_mib.append(float(details.get("memory_peak_mib", 0) or 0))
         v.memory_method, v.resolved_cores = details.get("memory_method", "?"), details.get("max_cores", "?")
-        found = re.findall(rf"Task {message.message_id} \([^)]*\) finished in child \d+: ([\d.]+) s",
-                           self.log.read_text(errors="replace"))
+        pattern = rf"Task {message.message_id} \([^)]*\) finished in child \d+: ([\d.]+) s"
+        deadline = time.monotonic() + 2.0  # the worker's log line may land just after the result
+        while not (found := re.findall(pattern, self.log.read_text(errors="replace"))) and time.monotonic() < deadline:
+            time.sleep(0.05)
         if found:
             v.in_child_s.append(float(found[-1]))
         for product in result.values():

@@ -142,7 +142,8 @@ def main_full_frame(args: argparse.Namespace) -> int:
     print("\nfloor: the same jwql_dramatiq.pipeline call in a process that imported jwst and ran the fork server's "
           "warm-up (gc frozen); its memory is its own cgroup's peak per run. server: memory_peak_mib of the task's "
           "recorded state (its child's whole tree). Both cgroup-v1 peaks count the page cache of the files the job "
-          "writes (the cal path saves every step's product). original: Celery -c1 -Ofair --max-tasks-per-child=1 "
+          "writes (the cal path saves every step's product). floor-fork: the same call in a child the warm floor "
+          "process forks per job. original: Celery -c1 -Ofair --max-tasks-per-child=1 "
           "--prefetch-multiplier 1, pipeline in a fresh subprocess with maximum_cores=all; ru_maxrss of its largest "
           "process.")
     print(f"load before: {load_before}")
