@@ -22,6 +22,8 @@ logger = logging.getLogger(__name__)
 
 #: Shape of the warm-up exposure: integrations, groups, side in pixels.
 WARM_UP_NINTS, WARM_UP_NGROUPS, WARM_UP_SIZE = 1, 3, 32
+#: Groups of the MIRI warm-up exposure (its last group is flagged by ``lastframe``).
+WARM_UP_MIRI_NGROUPS = 5
 
 
 def import_jwst() -> float:
@@ -43,7 +45,8 @@ def warm_up(tmp_dir: str | os.PathLike[str]) -> float:
     """Import jwst and run one tiny offline Detector1 job on synthetic data.
 
     Runs the save-jump path (``Detector1Pipeline``) and the step-by-step cal path, with every
-    reference given as an override and ``maximum_cores="none"``, on a 1x3x32x32 NIRCam ramp, so no CRDS reference
+    reference given as an override and ``maximum_cores="none"``, on a 1x3x32x32 NIRCam ramp (and
+    the cal path on a small MIRI ramp, whose steps use models of their own), so no CRDS reference
     is fetched; crds still reads ``server_config`` from the cache, so call
     :func:`~jwql_dramatiq.pipeline.crds_env.apply_crds_environment` first (a synced cache
     or ``offline_stub=True``). Everything it writes is removed.
@@ -85,6 +88,13 @@ def warm_up(tmp_dir: str | os.PathLike[str]) -> float:
         # The step-by-step "cal" path builds each step on its own: warm those classes too.
         run_calwebb_detector1(uncal, "jw09999001001_01101_00001_nrca1", "rate", "nircam", scratch / "work",
                               scratch / "out", step_args=synthetic.offline_step_overrides(refs, "cal"), max_cores="none")
+        # MIRI's steps read models of their own (RESET, RSCD, per-integration DARK): load their schemas
+        # here too, or every MIRI task child pays for them (measured: MIRI full frame 1.09x the floor).
+        miri = synthetic.make_exposure("miri", scratch / "in" / synthetic.exposure_file_name("miri"), nints=1,
+                                       ngroups=WARM_UP_MIRI_NGROUPS, cosmic_ray=None)
+        miri_refs = synthetic.make_instrument_references("miri", scratch / "miri-refs", ngroups=WARM_UP_MIRI_NGROUPS)
+        run_calwebb_detector1(miri, miri.name.rsplit("_", 1)[0], "rate", "miri", scratch / "work", scratch / "out",
+                              step_args=synthetic.instrument_step_overrides("miri", miri_refs), max_cores="none")
     finally:
         shutil.rmtree(scratch, ignore_errors=True)
     total_s = time.monotonic() - t0
