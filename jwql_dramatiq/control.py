@@ -111,6 +111,8 @@ class WorkerInfo:
         ``""`` for in-process workers.
     memory_limit_mib : float
         Its memory limit per task, in MiB (0: none).
+    fork_server_rss_mib : float
+        Resident memory of its fork server at its last task change, in MiB (0: unknown or none).
     """
 
     worker_id: str
@@ -129,6 +131,7 @@ class WorkerInfo:
     stopping: bool = False
     memory_method: str = ""
     memory_limit_mib: float = 0.0
+    fork_server_rss_mib: float = 0.0
 
     @property
     def condition(self) -> str:
@@ -186,7 +189,8 @@ def list_workers(client: redis.Redis, namespace: str, heartbeat_timeout_s: float
             current_since=float(data["current_since"]) if data.get("current_since") else None,
             tasks_done=int(data.get("tasks_done", 0)), children_recycled=int(data.get("children_recycled", 0)),
             stopped=stopped, stopping=bool(data.get("stopping_at")), memory_method=data.get("memory_method", ""),
-            memory_limit_mib=float(data.get("memory_limit_mib") or 0)))
+            memory_limit_mib=float(data.get("memory_limit_mib") or 0),
+            fork_server_rss_mib=float(data.get("fork_server_rss_mib") or 0)))
     if gone:
         client.srem(workers_key(namespace), *gone)
     return sorted(workers, key=lambda w: -w.started_at)
@@ -247,7 +251,11 @@ class WorkerControl:
         if done:
             fields.update(current_message="", current_actor="", current_since="")
         if self.executor is not None:
+            from .executor import rss_mib
+
             fields["children_recycled"] = self.executor.children_started
+            if self.executor.server_pid:  # a /proc read, no Redis work: it rides on the state write
+                fields["fork_server_rss_mib"] = round(rss_mib(self.executor.server_pid), 1)
         return fields
 
     def start(self) -> None:

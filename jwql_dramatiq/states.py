@@ -3,7 +3,9 @@
 A middleware records each change in one round trip (the ``task_state.lua`` script):
 
 - ``<ns>:task:<message_id>``: a hash with ``state``, ``actor``, ``queue``, ``updated_at`` and,
-  as they become known, ``enqueued_at``, ``eta``, ``redis_id``, ``started_at``, ``finished_at``,
+  as they become known, ``enqueued_at``, ``eta``, ``redis_id``, ``input_file`` and ``arguments``
+  (the first string argument, and the arguments as JSON cut to :data:`ARGUMENTS_MAX_CHARS`, so
+  the task can be found and shown once its message is gone), ``started_at``, ``finished_at``,
   ``host``, ``worker``, ``pid`` and ``error``; it expires with the results (``result_ttl_s``).
 - ``<ns>:tasks``: a sorted set of message ids scored by their last change, for listings
   (trimmed to :data:`INDEX_MAX` entries).
@@ -40,6 +42,8 @@ QUEUED, SCHEDULED, RUNNING, SUCCEEDED, FAILED, PURGED, REVOKED = (
 ALL_STATES = (QUEUED, SCHEDULED, RUNNING, SUCCEEDED, FAILED, PURGED, REVOKED)
 #: States after which a task never changes again.
 FINAL_STATES = frozenset({SUCCEEDED, FAILED, PURGED, REVOKED})
+#: Longest ``arguments`` text kept in a task's state, in characters.
+ARGUMENTS_MAX_CHARS = 2000
 #: Most entries kept in the listing index.
 INDEX_MAX = 10_000
 #: Write modes of :func:`write_state`.
@@ -50,6 +54,17 @@ MODES = ("guard", "enqueue", "force")
 def task_key(namespace: str, message_id: str) -> str:
     """The hash holding one task's state."""
     return f"{namespace}:task:{message_id}"
+
+
+def described_arguments(message) -> dict[str, str]:
+    """``input_file`` (the first string argument: the pipeline actors' file) and ``arguments`` (JSON,
+    cut to :data:`ARGUMENTS_MAX_CHARS`) of a message, for its state."""
+    values = [*message.args, *message.kwargs.values()]
+    text = json.dumps({"args": list(message.args), "kwargs": message.kwargs}, default=repr)
+    if len(text) > ARGUMENTS_MAX_CHARS:
+        text = text[:ARGUMENTS_MAX_CHARS] + "..."
+    return {"input_file": next((v for v in values if isinstance(v, str)), "")[:ARGUMENTS_MAX_CHARS],
+            "arguments": text}
 
 
 def index_key(namespace: str) -> str:
@@ -250,7 +265,8 @@ class TaskStates(Middleware):
         state = SCHEDULED if delay else QUEUED
         self._write(broker, message, self._take_pending(message), mode="enqueue", state=state,
                     eta=message.options.get("eta") if delay else None,
-                    redis_id=message.options.get("redis_message_id"), enqueued_at=time.time())
+                    redis_id=message.options.get("redis_message_id"), enqueued_at=time.time(),
+                    **described_arguments(message))
 
     def before_process_message(self, broker, message) -> None:  # noqa: D102
         worker_fields = None

@@ -255,3 +255,26 @@ def test_pages_show_redis_unreachable_while_it_is_down_and_recover(tmp_path, web
         assert value(scrape(dashboard), "jwql_dramatiq_redis_up") == 1
     finally:
         server.stop()
+
+
+@pytest.mark.timeout(60)
+def test_a_finished_task_keeps_its_arguments_and_is_found_by_its_input_file(broker, make_config, start_worker, web,
+                                                                           tmp_path):
+    # Given a finished task, whose message Redis no longer holds
+    config = make_config()
+    start_worker(config)
+    server = web(config)
+    out = tmp_path / "products-of-jw01234"
+    out.mkdir()
+    message = t.write_product.send(str(out), "web-test:executions", "task-a", 0.05)
+    message.get_result(block=True, timeout=30_000)
+    wait_for(lambda: (s := get_task_state(message.message_id)) and s.state == "succeeded", 30, "the success")
+    # When the operator filters by its input file (its first argument) and opens it
+    listing = httpx.get(server.url + "/tasks", params={"text": "products-of-jw01234"}, timeout=10)
+    detail = httpx.get(f"{server.url}/tasks/{message.message_id}", timeout=10)
+    overview = httpx.get(server.url + "/", timeout=10)
+    # Then it is listed, its page shows the arguments it was sent with, and the workers page
+    # shows the fork server's memory
+    assert listing.status_code == 200 and message.message_id in listing.text
+    assert detail.status_code == 200 and "task-a" in detail.text and "products-of-jw01234" in detail.text
+    assert re.search(r"<td>\d+(\.\d)? MiB</td>", overview.text), overview.text

@@ -86,7 +86,9 @@ def workers(client: redis.Redis, namespace: str, heartbeat_timeout_s: float) -> 
         file = ""
         if worker.current_message:
             state = states.get_task_state(worker.current_message, client, namespace)
-            if state is not None and state.details.get("redis_id"):
+            if state is not None:
+                file = state.details.get("input_file", "")
+            if state is not None and not file and state.details.get("redis_id"):
                 file = first_file(read_message(client, namespace, state.queue, state.details["redis_id"]))
         result.append((worker, file))
     return result
@@ -153,7 +155,7 @@ def task_page(client: redis.Redis, namespace: str, limit: int = 50, offset: int 
     state, actor, host : str
         Exact matches; ``""`` for any.
     text : str
-        A substring of the message id, the error, or (while it waits or runs) the input file.
+        A substring of the message id, the error, or the input file (the first string argument).
 
     Returns
     -------
@@ -190,7 +192,7 @@ def _matches(client: redis.Redis, namespace: str, task: states.TaskState, state:
         return False
     if not text:
         return True
-    if text in task.message_id or text in task.details.get("error", ""):
+    if text in task.message_id or text in task.details.get("error", "") or text in task.details.get("input_file", ""):
         return True
     redis_id = task.details.get("redis_id")
     if task.state in (states.QUEUED, states.SCHEDULED, states.RUNNING) and redis_id:
