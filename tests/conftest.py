@@ -128,3 +128,20 @@ def start_worker(tmp_path: Path) -> Iterator[Callable[..., WorkerProcess]]:
     yield start
     for worker in workers:
         worker.stop()
+
+
+@pytest.fixture
+def web(tmp_path: Path) -> Iterator[Callable[..., Any]]:
+    """Start dashboards (``jwql-dramatiq web`` subprocesses) for this test; each is stopped and reaped."""
+    from tests._web import WebServer
+
+    servers: list[WebServer] = []
+
+    def start(config: Path, token: str | None = None) -> WebServer:
+        server = WebServer(config, tmp_path / f"web{len(servers)}.log", token)
+        servers.append(server)
+        return server
+
+    yield start
+    for server in servers:
+        server.stop()

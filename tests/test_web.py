@@ -24,21 +24,6 @@ from tests.conftest import base_config, free_port, wait_for
 NS = "jwql_dramatiq"
 
 
-@pytest.fixture
-def web(tmp_path: Path):
-    """Start dashboards for this test; each is stopped and reaped at teardown."""
-    servers: list[WebServer] = []
-
-    def start(config: Path, token: str | None = None) -> WebServer:
-        server = WebServer(config, tmp_path / f"web{len(servers)}.log", token)
-        servers.append(server)
-        return server
-
-    yield start
-    for server in servers:
-        server.stop()
-
-
 def scrape(server: WebServer) -> dict[tuple[str, tuple], float]:
     """Every sample of /metrics, parsed by prometheus_client's own parser: {(name, labels): value}."""
     response = httpx.get(server.url + "/metrics", timeout=10)

@@ -22,7 +22,7 @@ from jwql_dramatiq.control import HOSTNAME_ENV
 from jwql_dramatiq.locks import lock
 from jwql_dramatiq.states import get_task_state
 from tests import actors_for_tests as t
-from tests._web import TOKEN, WebServer, make_browser
+from tests._web import TOKEN, make_browser
 from tests.conftest import REPO, wait_for
 
 NS = "jwql_dramatiq"
@@ -41,20 +41,6 @@ def browser(tmp_path: Path):
     driver = make_browser(tmp_path)
     yield driver
     driver.quit()
-
-
-@pytest.fixture
-def web(tmp_path: Path):
-    servers: list[WebServer] = []
-
-    def start(config: Path, token: str | None = None) -> WebServer:
-        server = WebServer(config, tmp_path / f"web{len(servers)}.log", token)
-        servers.append(server)
-        return server
-
-    yield start
-    for server in servers:
-        server.stop()
 
 
 def shot(driver, tmp_path: Path, name: str) -> Path:
