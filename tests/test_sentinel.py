@@ -101,3 +101,40 @@ def test_durable_writes_need_a_replica_and_an_unconfirmed_lock_is_given_back(tmp
             broker.results_backend.store_result(message, "a result", 60_000)  # rides through, then gives up
     finally:
         broker.close()
+
+
+def test_a_publish_claim_no_replica_confirms_renames_nothing(tmp_path, cluster):
+    # Given a pipeline run holding its job lock, whose replica dies while it runs
+    from pathlib import Path
+
+    from dramatiq.message import Message
+    from dramatiq.middleware import CurrentMessage
+
+    from jwql_dramatiq.actors import pipeline as fenced
+    from jwql_dramatiq.broker import setup_broker
+
+    short = "jw01234001001_01101_00001_nrca1"
+    broker = setup_broker(load_config(sentinel_config(tmp_path, cluster, redis_wait_ms=300, time_limit_s=4)))
+    transfer = Path(broker.jwql_config.transfer_dir)
+    (transfer / "incoming").mkdir(parents=True)
+    (transfer / "incoming" / f"{short}_uncal.fits").write_bytes(b"input")
+    wait_for(lambda: cluster.in_sync(cluster.nodes["redis0"]), 10, "the replica to sync")
+    message = Message(queue_name="jwql", actor_name="run_calwebb_detector1", args=(), kwargs={}, options={})
+    current = CurrentMessage()
+    current.before_process_message(broker, message)
+
+    def run(input_path, work_dir, staging):
+        cluster.nodes["redis1"].kill()
+        product = Path(staging) / f"{short}_rate.fits"
+        product.write_text("unconfirmed")
+        return {"rate": str(product)}
+
+    try:
+        # When it publishes: no replica confirms its claim
+        with pytest.raises(RedisUnavailable, match="publish claim"):
+            fenced._run_fenced("run_calwebb_detector1", f"{short}_uncal.fits", short, run)
+    finally:
+        current.after_process_message(broker, message)
+        broker.close()
+    # Then nothing reached outgoing/, and its staging directory is gone
+    assert list((transfer / "outgoing").iterdir()) == []

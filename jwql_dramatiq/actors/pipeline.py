@@ -238,7 +238,12 @@ class _FencedJob:
                     fence = holder_fencing_token(self.lock.name, client=pipe, namespace=self.namespace)
                     published = pipe.get(marker_key) if marker_key else None
                     if published is not None:
-                        return "published", json.loads(published)
+                        marker = json.loads(published)
+                        if not self._is_own(marker):
+                            return "published", marker
+                        pipe.reset()  # this run's own claim, made before a WAIT that timed out
+                        self._confirm_durable(ttl_ms=int(self.config.result_ttl_s * 1000))
+                        return "claimed", None
                     # owned(): the (watched) lock key still holds this run's token
                     if fence is None or fence != self.lock.fencing_token or not self.lock.owned():
                         return "superseded", fence or 0
@@ -255,9 +260,41 @@ class _FencedJob:
                     if marker_key:
                         pipe.set(marker_key, marker, px=ttl_ms)
                     pipe.execute()
+                    self._confirm_durable(ttl_ms)
                     return "claimed", None
                 except redis.WatchError:
                     continue
+
+    def _is_own(self, marker: dict) -> bool:
+        """Whether a published marker records this very run's claim."""
+        return (marker.get("fence") == self.lock.fencing_token and marker.get("host") == socket.gethostname()
+                and marker.get("pid") == os.getpid())
+
+    def _confirm_durable(self, ttl_ms: int) -> None:
+        """With replicas to wait for (Sentinel), make sure a replica has the claim before any rename.
+
+        ``WAIT`` counts the writes of its own connection and replication is one ordered stream, so a
+        write after the claim, on the connection that waits, covers the claim too. An isolated old
+        master gets no acknowledgement: the claim is not durable, nothing is renamed, and the
+        caller waits Redis out (:func:`jwql_dramatiq.outage.ride_through`) or gives up.
+
+        Raises
+        ------
+        ReplicaTimeout
+            No replica acknowledged the claim in time, or the claim is gone (lost in a failover).
+        """
+        from ..sentinel import ReplicaTimeout, wait_settings
+
+        replicas, wait_ms = wait_settings(self.client)
+        if replicas <= 0:
+            return
+        with self.client.pipeline(transaction=False) as pipe:
+            pipe.pexpire(name_fence_key(self.namespace, self.short_name), ttl_ms)  # 0: the claim is gone
+            pipe.execute_command("WAIT", replicas, wait_ms)
+            exists, acked = pipe.execute()
+        if not exists or int(acked) < replicas:
+            raise ReplicaTimeout(self.config.redis_address, f"publish claim of {self.short_name}", replicas,
+                                 int(acked) if exists else 0, wait_ms)
 
     def publish(self, staged: dict[str, str | None]) -> dict[str, str | None]:
         """Publish the staged products if this run still holds the newest token (see the module docstring).
