@@ -115,7 +115,7 @@ def test_a_publish_claim_no_replica_confirms_renames_nothing(tmp_path, cluster):
     from jwql_dramatiq.broker import setup_broker
 
     short = "jw01234001001_01101_00001_nrca1"
-    broker = setup_broker(load_config(sentinel_config(tmp_path, cluster, redis_wait_ms=300, time_limit_s=4)))
+    broker = setup_broker(load_config(sentinel_config(tmp_path, cluster, redis_wait_ms=1500, time_limit_s=6)))
     transfer = Path(broker.jwql_config.transfer_dir)
     (transfer / "incoming").mkdir(parents=True)
     (transfer / "incoming" / f"{short}_uncal.fits").write_bytes(b"input")
