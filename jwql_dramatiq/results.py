@@ -114,7 +114,7 @@ class JwqlResultsBackend(RedisBackend):
         else:
             # Sentinel: the result must reach a replica before the message is acked; ride through a
             # failover (store_result.lua is safe to run again) rather than rerun the task.
-            ride_through(lambda: run_durably(self.client, STORE_RESULT.sha, STORE_RESULT.source, keys, args,
+            ride_through(lambda: run_durably(self.client, STORE_RESULT, keys, args,
                                              "the result", self.address),
                          time.monotonic() + self.durable_store_bound_s, self.address,
                          f"storing the result of {message.message_id}")

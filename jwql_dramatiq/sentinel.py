@@ -26,6 +26,7 @@ import redis
 from redis.sentinel import MasterNotFoundError, Sentinel
 
 from .errors import RedisUnavailable
+from .lua import LuaScript
 
 #: Seconds to wait for one sentinel to accept a connection or answer: short, since the next one is tried.
 SENTINEL_TIMEOUT_S = 1.0
@@ -144,7 +145,7 @@ def wait_settings(client: Any) -> tuple[int, int]:
     return getattr(client, WAIT_ATTRIBUTE, (0, 0))
 
 
-def run_durably(client: Any, sha: str, source: str, keys: Sequence[Any], args: Sequence[Any], what: str,
+def run_durably(client: Any, script: LuaScript, keys: Sequence[Any], args: Sequence[Any], what: str,
                 address: str, must_wait: Callable[[Any], bool] = lambda reply: True) -> Any:
     """Run a Lua script (``EVALSHA``) and, on the same connection, ``WAIT`` for the client's replicas.
 
@@ -152,8 +153,8 @@ def run_durably(client: Any, sha: str, source: str, keys: Sequence[Any], args: S
     ----------
     client : redis.Redis
         With :func:`set_wait` settings; without them the script is simply run.
-    sha, source : str
-        The script's SHA1 and text (loaded on ``NOSCRIPT``, then run again: it did not run).
+    script : jwql_dramatiq.lua.LuaScript
+        The script (loaded on ``NOSCRIPT``, then run again: it did not run).
     keys, args : sequence
     what : str
         The write, for the error.
@@ -177,18 +178,14 @@ def run_durably(client: Any, sha: str, source: str, keys: Sequence[Any], args: S
     """
     replicas, wait_ms = wait_settings(client)
     if replicas <= 0:
-        try:
-            return client.evalsha(sha, len(keys), *keys, *args)
-        except redis.exceptions.NoScriptError:
-            client.script_load(source)
-            return client.evalsha(sha, len(keys), *keys, *args)
+        return LuaScript.run(script, client, keys, args)  # the loader's own run, whatever subclass wraps it
     for attempt in (1, 2):
         with client.pipeline(transaction=False) as pipe:
-            pipe.evalsha(sha, len(keys), *keys, *args)
+            script.queue(pipe, keys, args)
             pipe.execute_command("WAIT", replicas, wait_ms)
             reply, acked = pipe.execute(raise_on_error=False)
         if isinstance(reply, redis.exceptions.NoScriptError) and attempt == 1:
-            client.script_load(source)
+            script.load(client)
             continue
         if isinstance(reply, Exception):
             raise reply

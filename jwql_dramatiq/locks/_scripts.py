@@ -46,7 +46,7 @@ class LuaScript(lua.LuaScript):
         """
         try:
             if self.durable is not None and wait_settings(client)[0] > 0:
-                return run_durably(client, self.sha, self.source, keys, args, "lock acquisition",
+                return run_durably(client, self, keys, args, "lock acquisition",
                                    client_address(client), self.durable)
             return super().run(client, keys, args)
         except (redis.exceptions.ConnectionError, redis.exceptions.TimeoutError) as exc:
