@@ -5,6 +5,7 @@ or its bound runs out (a send that raised is not acknowledged: the caller was to
 ``watch`` polls the results of every acknowledged message every 50 ms and records when each was
 first seen; ``wait_bg`` waits for some messages with :func:`jwql_dramatiq.waiting.iter_results`
 (its outage ride-through included) within a bound, in the background; ``batch`` reports all three.
+``find`` tells where some messages are in Redis (payload kept, queued, in whose ack set, task state).
 """
 
 from __future__ import annotations
@@ -15,12 +16,13 @@ from typing import Any
 
 _lock = threading.Lock()
 _acked: dict[str, Any] = {}  # message id -> message, in send order
-_send_log: dict[str, Any] = {"attempts": 0, "errors": 0, "given_up": [], "done": False, "first_error": None}
+_send_log: dict[str, Any] = {"attempts": 0, "errors": 0, "given_up": [], "done": False, "first_error": None,
+                             "error_types": {}}
 _seen: dict[str, dict[str, Any]] = {}  # message id -> {"t": first seen, "value": ...}
 _waits: dict[str, dict[str, Any]] = {}
 _stop = threading.Event()
 
-COMMANDS = ("send_batch", "watch", "wait_bg", "batch")
+COMMANDS = ("send_batch", "watch", "wait_bg", "batch", "find")
 
 
 def _send_all(broker: Any, queue_name: str, actor_name: str, arg_lists: list[list[Any]], pace_s: float,
@@ -36,6 +38,8 @@ def _send_all(broker: Any, queue_name: str, actor_name: str, arg_lists: list[lis
                                                  kwargs={}, options={}))
             except Exception as e:  # noqa: BLE001 - a failed send is retried, and counted
                 _send_log["errors"] += 1
+                kind = type(e).__name__
+                _send_log["error_types"][kind] = _send_log["error_types"].get(kind, 0) + 1
                 _send_log["first_error"] = _send_log["first_error"] or f"{type(e).__name__}: {e}"[:300]
                 if time.monotonic() > deadline:
                     _send_log["given_up"].append(args)
@@ -111,6 +115,18 @@ def handle(request: dict[str, Any]) -> Any:
     if cmd == "batch":
         with _lock:
             acked = list(_acked)
-        return {"acked": acked, "sends": {k: v for k, v in _send_log.items()}, "seen": dict(_seen),
+        return {"acked": acked, "sends": {k: (dict(v) if isinstance(v, dict) else v) for k, v in _send_log.items()},
+                "seen": dict(_seen),
                 "waits": dict(_waits)}
+    if cmd == "find":
+        client, ns, queue = broker.client, broker.namespace, get_config().queue_name
+        ack_sets = list(client.scan_iter(match=f"{ns}:__acks__.*", count=500))
+        found = {}
+        for mid in request["message_ids"]:
+            found[mid] = {"payload": client.hexists(f"{ns}:{queue}.msgs", mid),
+                          "queued": mid.encode() in client.lrange(f"{ns}:{queue}", 0, -1),
+                          "in_ack_sets": [k.decode() for k in ack_sets if client.sismember(k, mid)],
+                          "task_state": {k.decode(): v.decode() for k, v in client.hgetall(f"{ns}:task:{mid}").items()
+                                         if k.decode() in ("state", "attempt", "worker")}}
+        return found
     raise ValueError(f"unknown command {cmd!r}")

@@ -16,7 +16,7 @@ def fenced_product(directory: str, task_id: str, lock_name: str, duration_s: flo
     """Take the lock ``lock_name``, note the grant, sleep, publish ``<directory>/<task_id>.out`` once, release.
 
     Each grant is one line appended to ``<directory>/grants.jsonl``: ``{"task", "lock", "token",
-    "start", "end", "pid"}`` (wall-clock seconds), written after the release, so two grants of one
+    "start", "end", "pid", "host"}`` (wall-clock seconds), written after the release, so two grants of one
     lock at once show as overlapping intervals, and a fencing token handed out twice as a repeat.
     The product is hard-linked into place: a second execution never creates or replaces it.
     """
@@ -52,7 +52,7 @@ def fenced_product(directory: str, task_id: str, lock_name: str, duration_s: flo
         except RedisUnavailable:  # the lease lapses on its own; the next grant has a newer token
             pass
     line = json.dumps({"task": task_id, "lock": lock_name, "token": token, "start": start, "end": end,
-                       "pid": os.getpid()})
+                       "pid": os.getpid(), "host": socket.gethostname()})
     fd = os.open(os.path.join(directory, "grants.jsonl"), os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
     try:
         os.write(fd, (line + "\n").encode())

@@ -3,7 +3,9 @@
 Every process is a ``redis-server`` (``--sentinel`` for the sentinels) with its own directory,
 config file and log, in its own session so :meth:`Cluster.close` kills it with its group and
 reaps it. Nodes can run under a command prefix (a network namespace, see :mod:`tests.faults.netns`)
-and bind to any address; by default they listen on free loopback ports.
+and bind to any address; by default they listen on free loopback ports. The test talks to a
+loopback node with a redis-py client, and to a node under a prefix with ``redis-cli`` run under
+that same prefix (inside its host, so it answers even while the host is cut off).
 """
 
 from __future__ import annotations
@@ -53,19 +55,50 @@ class Node:
         argv = [*self.prefix, "redis-server", str(conf), *(["--sentinel"] if self.sentinel else [])]
         self.proc = subprocess.Popen(argv, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
                                      start_new_session=True)
+        deadline = time.monotonic() + timeout_s
+        while time.monotonic() < deadline:
+            try:
+                if self.ping():
+                    return self
+            except (redis.RedisError, RuntimeError, subprocess.TimeoutExpired):
+                pass
+            if self.proc.poll() is not None:
+                break
+            time.sleep(0.02 if not self.prefix else 0.1)
+        raise RuntimeError(f"{self.name} did not start; see {self.log_path}")
+
+    def ping(self) -> bool:
         if not self.prefix:
-            deadline = time.monotonic() + timeout_s
-            while time.monotonic() < deadline:
-                try:
-                    if self.client().ping():
-                        return self
-                except redis.RedisError:
-                    pass
-                if self.proc.poll() is not None:
-                    break
-                time.sleep(0.02)
-            raise RuntimeError(f"{self.name} did not start; see {self.log_path}")
-        return self
+            return bool(self.client().ping())
+        return self.command("PING").strip() == "PONG"
+
+    def command(self, *args: str, timeout_s: float = 5) -> str:
+        """Run one command with ``redis-cli`` under the node's prefix (its own host); its raw output.
+
+        Raises RuntimeError when redis-cli fails or the reply is an error.
+        """
+        done = subprocess.run([*self.prefix, "redis-cli", "-h", self.host, "-p", str(self.port), *args],
+                              capture_output=True, text=True, timeout=timeout_s, stdin=subprocess.DEVNULL,
+                              check=False)
+        out = done.stdout
+        if done.returncode != 0 or out.startswith(("ERR", "Could not connect", "NOREPLICAS", "READONLY")):
+            raise RuntimeError(f"redis-cli {' '.join(args)} at {self.name}: {out.strip()} {done.stderr.strip()}")
+        return out
+
+    def replication(self) -> dict:
+        """``INFO replication`` as redis-py gives it (``slaveN`` entries as dicts)."""
+        if not self.prefix:
+            return self.client().info("replication")
+        info: dict = {}
+        for line in self.command("INFO", "replication").splitlines():
+            key, sep, value = line.strip().partition(":")
+            if not sep:
+                continue
+            if key.startswith("slave") and key[5:].isdigit():
+                info[key] = dict(item.partition("=")[::2] for item in value.split(","))
+            else:
+                info[key] = int(value) if value.lstrip("-").isdigit() else value
+        return info
 
     def kill(self) -> None:
         """``kill -9`` its process group and reap it."""
@@ -100,6 +133,8 @@ class Cluster:
     hosts: dict[str, tuple[str, list[str]]] = field(default_factory=dict)
     down_after_ms: int = 2000
     replicas: int = 1
+    #: Extra config lines of every data node (e.g. ``min-replicas-to-write 1``).
+    data_conf: list[str] = field(default_factory=list)
     nodes: dict[str, Node] = field(default_factory=dict)
 
     def _where(self, name: str) -> tuple[str, list[str]]:
@@ -114,7 +149,7 @@ class Cluster:
             port = 6379 if prefix else free_port()
             lines = [f"bind {host}", f"port {port}", "save \"\"", "appendonly yes", "appendfsync always",
                      f"dir {self.root / name}", f"logfile {self.root / name / 'redis.log'}", "protected-mode no",
-                     "repl-diskless-sync yes", "repl-diskless-sync-delay 0"]
+                     "repl-diskless-sync yes", "repl-diskless-sync-delay 0", *self.data_conf]
             if master is not None:
                 lines.append(f"replicaof {master.host} {master.port}")
             node = Node(name, host, port, self.root / name, lines, prefix=prefix)
@@ -142,26 +177,30 @@ class Cluster:
         return [n for n in self.nodes.values() if not n.sentinel]
 
     def master_by_sentinels(self) -> str | None:
-        """``host:port`` of the master, when every live sentinel names the same one (loopback only)."""
+        """``host:port`` of the master, when every live sentinel names the same one."""
         seen = set()
         for node in self.nodes.values():
             if not node.sentinel or node.proc is None or node.proc.poll() is not None:
                 continue
             try:
-                host, port = node.client().execute_command("SENTINEL", "get-master-addr-by-name", MASTER_NAME)
-            except (redis.RedisError, TypeError, ValueError):
+                if node.prefix:
+                    host, port = node.command("SENTINEL", "get-master-addr-by-name", MASTER_NAME).split()
+                else:
+                    host, port = node.client().execute_command("SENTINEL", "get-master-addr-by-name", MASTER_NAME)
+                    host = host.decode()
+            except (redis.RedisError, RuntimeError, subprocess.TimeoutExpired, TypeError, ValueError):
                 return None
-            seen.add(f"{host.decode()}:{int(port)}")
+            seen.add(f"{host}:{int(port)}")
         return seen.pop() if len(seen) == 1 else None
 
     def node_at(self, address: str) -> Node:
         return next(n for n in self.data_nodes() if n.address == address)
 
     def in_sync(self, master: Node) -> bool:
-        """Whether ``master`` is a master with every other data node connected and streaming (loopback only)."""
+        """Whether ``master`` is a master with every other data node connected and streaming."""
         try:
-            info = master.client().info("replication")
-        except redis.RedisError:
+            info = master.replication()
+        except (redis.RedisError, RuntimeError, subprocess.TimeoutExpired):
             return False
         if info.get("role") != "master" or info.get("connected_slaves", 0) < self.replicas:
             return False
@@ -175,6 +214,14 @@ class Cluster:
         lines = [line for line in conf.read_text().splitlines() if not line.startswith(("replicaof", "slaveof"))]
         conf.write_text("\n".join([*lines, f"replicaof {master.host} {master.port}"]) + "\n")
         node.start()
+
+    def make_replica(self, node: Node, master: Node) -> None:
+        """``REPLICAOF`` a running data node (e.g. a cut-off old master once back) to ``master`` at once,
+        as :meth:`restart_as_replica` does for a killed one, rather than wait for a sentinel to demote it."""
+        if node.prefix:
+            node.command("REPLICAOF", master.host, str(master.port))
+        else:
+            node.client().execute_command("REPLICAOF", master.host, master.port)
 
     def close(self) -> None:
         """Kill and reap every process. Never raises."""
