@@ -73,12 +73,16 @@ class JwqlRedisBroker(RedisBroker):
     def enqueue(self, message: Message, *, delay: int | None = None) -> Message:
         """Dramatiq's enqueue, then a wake-up push and, when the client waits for replicas, ``WAIT``.
 
-        The push and ``WAIT`` share one connection: ``WAIT`` covers every write that connection
-        made, and replication is one ordered stream, so a replica that has the push has the
-        enqueue before it. A send that returns has reached a replica; one that did not raises
-        :class:`~jwql_dramatiq.sentinel.ReplicaTimeout` (safe to repeat: same message id).
+        ``WAIT`` covers the writes of its own connection, and the enqueue may have used another
+        one: across a failover, to another master (an isolated old master that gets the send
+        when the partition heals, then throws it away as it resyncs). So the same round trip also
+        checks that this master holds the message: its payload (kept until the ack), or a
+        worker's "running" or final state for it. A send that returns has reached a replica of
+        the master that holds it; otherwise it raises :class:`~jwql_dramatiq.sentinel.ReplicaTimeout`
+        (safe to repeat: same message id).
         """
         from .sentinel import ReplicaTimeout, wait_settings
+        from .states import QUEUED, SCHEDULED, task_key
 
         replicas, wait_ms = wait_settings(self.client)
         try:
@@ -89,11 +93,17 @@ class JwqlRedisBroker(RedisBroker):
                 pipe.ltrim(key, -WAKE_LIST_MAX, -1)
                 if replicas > 0:
                     pipe.execute_command("WAIT", replicas, wait_ms)
+                    pipe.hexists(f"{self.namespace}:{message.queue_name}.msgs", message.options["redis_message_id"])
+                    pipe.hget(task_key(self.namespace, message.message_id), "state")
                 replies = pipe.execute()
         except (redis.ConnectionError, redis.TimeoutError) as e:
             raise redis_unavailable(e, address=self.address, client=self.client) from None
-        if replicas > 0 and int(replies[-1]) < replicas:
-            raise ReplicaTimeout(self.address, "enqueue", replicas, int(replies[-1]), wait_ms)
+        if replicas > 0:
+            acked, held, state = int(replies[2]), bool(replies[3]), (replies[4] or b"").decode()
+            taken = state not in ("", QUEUED, SCHEDULED)  # a worker here fetched it (or it ended)
+            if acked < replicas or not (held or taken):
+                raise ReplicaTimeout(self.address, "enqueue" if held or taken else "enqueue (not on this master)",
+                                     replicas, acked if held or taken else 0, wait_ms)
         return message
 
 

@@ -109,10 +109,9 @@ def test_two_failovers_in_a_row(tmp_path, cluster, start_worker, start_agent, re
          fault="Sentinel: two failovers in a row (kill -9 of the master, then of the new one)")
 
 
-@pytest.mark.xfail(raises=AssertionError, strict=False, reason=(
-    "an acknowledged send can be lost: JwqlRedisBroker.enqueue runs Dramatiq's enqueue and its WAIT on "
-    "different connections, so a send stalled on a connection to the cut-off master lands there when the "
-    "link heals (before it is made a replica and resynced), while the WAIT on the new master succeeds"))
+@pytest.mark.xfail(strict=False, reason=(
+    "passed 11 of 12 runs once the send checks that the master it WAITs on holds the message; the one "
+    "failure was not captured, so this scenario does not yet gate CI"))
 @pytest.mark.timeout(180)
 def test_partition_isolates_the_master_with_one_worker(tmp_path, partitioned, start_agent, record_figures):
     lab, cluster = partitioned
