@@ -108,6 +108,19 @@ def write_state(client: redis.Redis, namespace: str, message_id: str, ttl_ms: in
     redis.RedisError
         As raised by the client.
     """
+    keys, args = state_call(namespace, message_id, ttl_ms, also=also, mode=mode, **fields)
+    return bool(TASK_STATE.run(client, keys=keys, args=args))
+
+
+def state_call(namespace: str, message_id: str, ttl_ms: int, also: tuple[str, dict[str, Any]] | None = None,
+               mode: str = "guard", **fields: Any) -> tuple[list[Any], list[Any]]:
+    """The KEYS and ARGV of ``task_state.lua`` for :func:`write_state` (to run it, or queue it on a pipeline).
+
+    Raises
+    ------
+    ValueError
+        For an unknown ``mode``.
+    """
     if mode not in MODES:
         raise ValueError(f"mode must be one of {MODES}, got {mode!r}")
     task_fields = [x for k, v in fields.items() if v is not None for x in (k, _encode(v))]
@@ -116,7 +129,7 @@ def write_state(client: redis.Redis, namespace: str, message_id: str, ttl_ms: in
     if also is not None and also[1]:
         keys.append(also[0])
         args.extend(x for k, v in also[1].items() for x in (k, _encode(v)))
-    return bool(TASK_STATE.run(client, keys=keys, args=args))
+    return keys, args
 
 
 @dataclass(frozen=True)
@@ -259,14 +272,19 @@ class TaskStates(Middleware):
             return pending[1]
         return None
 
-    def after_enqueue(self, broker, message, delay) -> None:  # noqa: D102
-        # A delayed message is enqueued twice: on its delay queue, then on its queue when due.
-        # A failed run that Retries sends again arrives here too, with its worker's fields pending.
-        state = SCHEDULED if delay else QUEUED
-        self._write(broker, message, self._take_pending(message), mode="enqueue", state=state,
-                    eta=message.options.get("eta") if delay else None,
-                    redis_id=message.options.get("redis_message_id"), enqueued_at=time.time(),
-                    **described_arguments(message))
+    def enqueue_writes(self, broker, pipe, message, delay) -> None:
+        """Queue the "queued" (or "scheduled") state on the broker's send pipeline (same round trip).
+
+        A delayed message is enqueued twice: on its delay queue, then on its queue when due. A
+        failed run that Retries sends again arrives here too, with its worker's fields pending.
+        """
+        fields = {"state": SCHEDULED if delay else QUEUED, "eta": message.options.get("eta") if delay else None,
+                  "redis_id": message.options.get("redis_message_id"), "enqueued_at": time.time(),
+                  "actor": message.actor_name, "queue": q_name(message.queue_name), **described_arguments(message)}
+        worker_fields = self._take_pending(message)
+        also = (self.control.key, worker_fields) if self.control is not None and worker_fields else None
+        keys, args = state_call(self.namespace, message.message_id, self.ttl_ms, also=also, mode="enqueue", **fields)
+        TASK_STATE.queue(pipe, keys=keys, args=args)
 
     def before_process_message(self, broker, message) -> None:  # noqa: D102
         worker_fields = None
@@ -295,7 +313,9 @@ class TaskStates(Middleware):
     def after_nack(self, broker, message) -> None:  # noqa: D102
         from .results import describe_exception
 
-        exception = getattr(message, "_exception", None)
+        from .consumer import failure_of
+
+        exception = failure_of(message)
         error = "message rejected"
         state = FAILED
         if exception is not None:
