@@ -33,7 +33,7 @@ from .config import Config, load_config
 from .consumer import KeepFailure, WakingConsumer
 from .connection import redis_unavailable
 from .results import JwqlResultsBackend
-from .revoke import SkipRevoked, revoked_key
+from .revoke import revoked_key
 from .scripts import ENQUEUE, SETTLE, load_all
 from .states import TaskStates
 from .worker_middleware import WorkerMiddleware
@@ -246,13 +246,17 @@ class JwqlRedisBroker(dramatiq.Broker):
         """
         if not redis_ids:
             return 0
+        script, keys_, args = self.settle_call(mode, queue_name, redis_ids, worker_id)
+        return int(script.run(self.client, keys=keys_, args=args))
+
+    def settle_call(self, mode: str, queue_name: str, redis_ids: list[str],
+                    worker_id: str | None = None) -> tuple[Any, list[str], list[Any]]:
+        """The script, KEYS and ARGV of :meth:`settle` (to queue it on a pipeline)."""
         ns = self.namespace
         dead = keys.dead_letters_key(ns, queue_name)
-        return int(SETTLE.run(self.client,
-                              keys=[keys.held_key(ns, worker_id or self.broker_id, queue_name),
-                                    keys.queue_key(ns, queue_name), keys.messages_key(ns, queue_name),
-                                    dead, dead + ".msgs", self.wake_key(queue_name)],
-                              args=[mode, current_millis(), keys.WAKE_LIST_MAX, *redis_ids]))
+        return (SETTLE, [keys.held_key(ns, worker_id or self.broker_id, queue_name), keys.queue_key(ns, queue_name),
+                         keys.messages_key(ns, queue_name), dead, dead + ".msgs", self.wake_key(queue_name)],
+                [mode, current_millis(), keys.WAKE_LIST_MAX, *redis_ids])
 
 
 class _WorkerDefaults(Middleware):
@@ -297,12 +301,11 @@ def build_broker(config: Config, declare_actors: bool = True) -> JwqlRedisBroker
         Pipelines(),
         Retries(max_retries=0),
         CurrentMessage(),
-        SkipRevoked(),
         KeepFailure(),
         Results(backend=backend, store_results=True, result_ttl=result_ttl_ms),
         # After Results: after-hooks run in reverse, so a task's final state is recorded before its
         # result, and a caller that has the result never reads "running".
-        TaskStates(config.namespace, result_ttl_ms),
+        TaskStates(config.namespace, result_ttl_ms, revoked_key(config.namespace)),  # also skips revoked messages
         _WorkerDefaults(),
         WorkerMiddleware(),  # boots the worker in after_process_boot; inert elsewhere
     ]

@@ -40,6 +40,20 @@ class KeepFailure(Middleware):
         message.failure = None
 
 
+def defer_write(message, script, keys: list, args: list) -> bool:
+    """Queue a script run for ``message``'s ack, in the ack's own round trip; False if it cannot be deferred.
+
+    Only messages fetched by :class:`WakingConsumer` carry the list. Dramatiq retries an ack that
+    meets a connection error until Redis is back, and the deferred writes go with it, so they are
+    written at most once more (every script here is safe to run again) and never lost.
+    """
+    writes = getattr(message, "deferred_writes", None)
+    if not isinstance(writes, list):
+        return False
+    writes.append((script, keys, args))
+    return True
+
+
 def failure_of(message) -> BaseException | None:
     """The exception ``message`` failed with (see :class:`KeepFailure`), or None."""
     return getattr(message, "failure", None)
@@ -103,6 +117,7 @@ class WakingConsumer(dramatiq.Consumer):
         # message id -> eta (ms) of delayed messages handed to the worker and not yet acked:
         # the delay-queue consumer wakes when the earliest is due instead of after a poll.
         self._etas: dict[str, int] = {}
+        self._last_beat_ms = 0
         ns = broker.namespace
         self._fetch_keys = [keys.heartbeats_key(ns), keys.queue_key(ns, queue_name),
                             keys.messages_key(ns, queue_name), keys.held_key(ns, broker.broker_id, queue_name)]
@@ -118,11 +133,26 @@ class WakingConsumer(dramatiq.Consumer):
         except (redis.ConnectionError, redis.TimeoutError) as e:  # Dramatiq retries the ack until Redis is back
             raise dramatiq.ConnectionClosed(e) from None
 
+    def _finish(self, message, mode: str) -> None:
+        """Ack or nack ``message`` with its deferred writes (final state, result) in one round trip."""
+        writes = getattr(message, "deferred_writes", None) or []
+        if not writes:
+            self._settle(mode, [message])
+            return
+        call = self.broker.settle_call(mode, self.queue_name, [message.options["redis_message_id"]])
+
+        def build(pipe) -> None:
+            for script, keys_, args in [*writes, call]:
+                script.queue(pipe, keys=keys_, args=args)
+
+        self.broker.run_pipeline(build)
+        writes.clear()
+
     def ack(self, message) -> None:  # noqa: D102
         try:
             if self._result_lost(message):
                 return
-            self._settle("ack", [message])
+            self._finish(message, "ack")
         except RedisUnavailable as e:
             raise dramatiq.ConnectionClosed(e) from None
         finally:
@@ -137,8 +167,10 @@ class WakingConsumer(dramatiq.Consumer):
             store, ttl_ms = results_options(self.broker, message)
             backend = self._own_backend()
             if exception is not None and store and backend is not None:
-                backend.store_exception(message, exception, ttl_ms)
-            self._settle("nack", [message])
+                backend.store_exception(message, exception, ttl_ms)  # deferred to the nack's round trip
+            self._finish(message, "nack")
+        except RedisUnavailable as e:
+            raise dramatiq.ConnectionClosed(e) from None
         except (redis.ConnectionError, redis.TimeoutError) as e:
             raise dramatiq.ConnectionClosed(e) from None
         finally:
@@ -167,6 +199,7 @@ class WakingConsumer(dramatiq.Consumer):
         return backend if isinstance(backend, JwqlResultsBackend) else None
 
     def _fetch(self, count: int) -> list[tuple[str, bytes]]:
+        self._last_beat_ms = current_millis()
         reply = FETCH.run(self.broker.client, keys=self._fetch_keys,
                           args=[current_millis(), self.broker.broker_id, count])
         return [((i.decode() if isinstance(i, bytes) else i), p) for i, p in zip(reply[::2], reply[1::2])]
@@ -188,7 +221,10 @@ class WakingConsumer(dramatiq.Consumer):
                     self.queued_message_ids.add(message.message_id)
                     if "eta" in message.options:
                         self._etas[message.message_id] = int(message.options["eta"])
-                    return dramatiq.MessageProxy(message)
+                    proxy = dramatiq.MessageProxy(message)
+                    if self.queue_name == keys.queue_name_of(self.queue_name):
+                        proxy.deferred_writes = []  # see defer_write (not on the delay queue: acked on moving)
+                    return proxy
 
                 idle = self.outstanding_message_count < self.prefetch
                 if idle:
@@ -199,7 +235,9 @@ class WakingConsumer(dramatiq.Consumer):
                     if wait_s > 0:
                         self.broker.client.blpop([self.broker.wake_key(self.queue_name)], timeout=wait_s)
                 else:
-                    self._fetch(0)  # heartbeat only
+                    if current_millis() - self._last_beat_ms >= self.timeout:
+                        self._fetch(0)  # heartbeat only, every ``timeout`` ms while busy
+
                     # Wake as soon as the running message is acked, to fetch the next at once.
                     self._slot_freed.wait(self._idle_wait_s())
                     self._slot_freed.clear()

@@ -21,6 +21,7 @@ from dramatiq.results.backend import DEFAULT_TIMEOUT
 from dramatiq.results.backends.redis import RedisBackend
 
 from .connection import BLOCKING_SLICE_S, redis_unavailable
+from .consumer import defer_write
 from .errors import TaskFailed
 from .outage import ride_through
 from .scripts import STORE_RESULT
@@ -135,7 +136,12 @@ class JwqlResultsBackend(RedisBackend):
 
     def _store_guarded(self, message, payload: Any, ttl: int, force: bool) -> None:
         keys, args = self._store_call(message, payload, ttl, force)
-        if wait_settings(self.client)[0] <= 0:
+        durable = wait_settings(self.client)[0] > 0
+        if not durable and not force and defer_write(message, STORE_RESULT, keys, args):
+            # Written with the ack, in its round trip (a retried ack writes it again: the script keeps one).
+            message.result_stored = True
+            return
+        if not durable:
             STORE_RESULT.run(self.client, keys=keys, args=args)
         else:
             # Sentinel: the result must reach a replica before the message is acked; ride through a

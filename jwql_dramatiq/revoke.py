@@ -13,7 +13,6 @@ from dataclasses import dataclass
 import redis
 from dramatiq.common import dq_name
 from dramatiq.message import Message
-from dramatiq.middleware import Middleware, SkipMessage
 
 from . import keys, states
 
@@ -97,11 +96,3 @@ def _remove_waiting(client: redis.Redis, namespace: str, queue: str, redis_id: s
     for name in (queue, dq_name(queue)):
         if client.lrem(keys.queue_key(namespace, name), 0, redis_id):
             client.hdel(keys.messages_key(namespace, name), redis_id)
-
-
-class SkipRevoked(Middleware):
-    """Skips a revoked message when a worker gets to it (e.g. a delayed one already in memory)."""
-
-    def before_process_message(self, broker, message) -> None:  # noqa: D102
-        if is_revoked(broker.client, broker.jwql_config.namespace, message.message_id):
-            raise SkipMessage(f"message {message.message_id} was revoked")

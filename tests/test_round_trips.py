@@ -1,0 +1,121 @@
+"""Redis round trips and commands per task, on a private Redis: a send, and a worker's share of a task.
+
+Round trips are counted on the client's own connections (each request, a single command or a whole
+pipeline, is one send); commands are counted by the server (``MONITOR``), per client address.
+"""
+
+from __future__ import annotations
+
+import threading
+
+import dramatiq
+import pytest
+import redis
+
+N_TASKS = 40
+
+
+class CountingConnection(redis.Connection):
+    """Counts round trips: every request (a command, or a whole pipeline) is one send."""
+
+    sends = 0
+
+    def send_packed_command(self, command, check_health=True):  # noqa: D102
+        type(self).sends += 1
+        return super().send_packed_command(command, check_health)
+
+
+class SenderConnection(CountingConnection):
+    sends = 0
+
+
+class WorkerConnection(CountingConnection):
+    sends = 0
+
+
+def _broker(config_path, connection_class):
+    from jwql_dramatiq.broker import build_broker
+    from jwql_dramatiq.config import load_config
+
+    import tests.actors_for_tests  # noqa: F401  (declares the test actors)
+
+    broker = build_broker(load_config(config_path))
+    kwargs = dict(broker.client.connection_pool.connection_kwargs)  # the production client's settings
+    broker.client = redis.Redis(connection_pool=redis.ConnectionPool(connection_class=connection_class, **kwargs))
+    broker.results_backend.client = broker.client
+    return broker
+
+
+class Monitor:
+    """Counts the commands the server runs, per client port, while it is open."""
+
+    def __init__(self, url: str) -> None:
+        self.client = redis.Redis.from_url(url)
+        self.commands: list[tuple[str, str]] = []  # (client address, or "lua" inside a script; command name)
+        self._ready = threading.Event()
+        self._stop = False
+        self._thread = threading.Thread(target=self._run, daemon=True)
+        self._thread.start()
+        assert self._ready.wait(5)
+
+    def _run(self) -> None:
+        with self.client.monitor() as monitor:
+            self._ready.set()
+            while not self._stop:
+                try:
+                    event = monitor.next_command()
+                except redis.TimeoutError:  # a quiet spell longer than the socket timeout
+                    continue
+                self.commands.append((event["client_address"], event["command"].split()[0].lower()))
+
+    def close(self, poke: redis.Redis) -> None:
+        self._stop = True
+        poke.ping()  # one more command ends the listen loop
+        self._thread.join(5)
+        self.client.close()
+
+
+@pytest.mark.timeout(120)
+def test_a_send_is_one_round_trip_and_a_worker_needs_at_most_three_per_task(make_config, redis_client, redis_url):
+    from tests import actors_for_tests as t
+
+    config = make_config(idle_poll_ms=5000, max_tasks_per_child=0)
+    sender = _broker(config, SenderConnection)
+    dramatiq.set_broker(sender)
+    t.record_span.send(0)  # loads the scripts
+    redis_client.flushdb()
+    monitor = Monitor(redis_url)
+
+    # When: N tasks are sent with no worker running
+    before = SenderConnection.sends
+    sent = [t.record_span.send(0) for _ in range(N_TASKS)]
+    send_round_trips = (SenderConnection.sends - before) / N_TASKS
+
+    # ... and one in-process worker (one thread) drains them
+    worker_broker = _broker(config, WorkerConnection)
+    worker = dramatiq.Worker(worker_broker, worker_threads=1, worker_timeout=100)  # results are read by the sender
+    worker.start()
+    try:
+        # (the first task also opens the worker's connections: counted from its result on)
+        sender.results_backend.get_result(sent[0], block=True, timeout=30_000)
+        started = WorkerConnection.sends
+        for message in sent[1:]:
+            sender.results_backend.get_result(message, block=True, timeout=30_000)
+        worker_round_trips = (WorkerConnection.sends - started) / (N_TASKS - 1)
+    finally:
+        worker.stop()
+    monitor.close(redis_client)
+
+    # Then: a send is one round trip, and the worker needs at most 3 per task (fetch, start, finish),
+    # with a little room for its idle polls
+    assert send_round_trips == 1
+    assert worker_round_trips <= 3.1, f"{worker_round_trips:.2f} round trips per task"
+    commands = [name for _, name in monitor.commands]
+    sent_commands = sum(address != "lua" for address, _ in monitor.commands)
+    print(f"\nper task: send {send_round_trips:.2f} round trips, worker {worker_round_trips:.2f}; commands the "
+          f"server ran: {sent_commands / N_TASKS:.2f} sent by clients (result reads included), "
+          f"{(len(commands) - sent_commands) / N_TASKS:.2f} inside scripts")
+    # No dead-worker recovery and no KEYS run on the task path
+    assert "keys" not in commands
+    sender.close()
+    worker_broker.close()
