@@ -71,13 +71,15 @@ def queue_lengths(broker) -> list[QueueLengths]:
     """
     client, ns = broker.client, broker.jwql_config.namespace
     names = known_queues(broker)
+    lists = {name: keys.waiting_list_keys(client, ns, name) for name in names}
     with client.pipeline(transaction=False) as pipe:
         for name in names:
-            pipe.llen(keys.queue_key(ns, name))
+            for key in lists[name]:
+                pipe.llen(key)
             pipe.hlen(keys.messages_key(ns, dq_name(name)))
             pipe.zcard(keys.dead_letters_key(ns, name))
-        counts = pipe.execute()
-    return [QueueLengths(name, *counts[3 * i:3 * i + 3]) for i, name in enumerate(names)]
+        counts = iter(pipe.execute())
+    return [QueueLengths(name, sum(next(counts) for _ in lists[name]), next(counts), next(counts)) for name in names]
 
 
 #: Messages purged per pair of round trips.
@@ -113,11 +115,13 @@ def purge(broker, queue: str | None = None, dead_letter: bool = False) -> list[d
     purged: list[dict[str, str]] = []
     for name in names:
         for queue_name, was in ((name, states.QUEUED), (dq_name(name), states.SCHEDULED)):
-            base, payloads = keys.queue_key(ns, queue_name), keys.messages_key(ns, queue_name)
+            payloads = keys.messages_key(ns, queue_name)
+            lists = keys.waiting_list_keys(client, ns, queue_name)
             with client.pipeline(transaction=True) as pipe:  # take the waiting ids atomically
-                pipe.lrange(base, 0, -1)
-                pipe.delete(base)
-                waiting, _ = pipe.execute()
+                for key in lists:
+                    pipe.lrange(key, 0, -1)
+                pipe.delete(*lists, keys.levels_key(ns, queue_name))
+                waiting = [i for ids in pipe.execute()[:-1] for i in ids]
             # Delayed messages a worker holds in memory until due are failed too (and skipped when due),
             # but their payloads stay until that worker settles them.
             ids = list(client.hkeys(payloads)) if queue_name != name else waiting

@@ -142,10 +142,14 @@ class JwqlRedisBroker(dramatiq.Broker):
         redis_id = message.options["redis_message_id"]
         replicas, wait_ms = wait_settings(self.client)
 
+        actor = self.actors.get(message.actor_name)
+        priority = int(actor.priority) if actor is not None and delay is None else 0  # delays are ordered by eta
+
         def build(pipe) -> None:
-            ENQUEUE.queue(pipe, keys=[keys.queue_key(self.namespace, queue_name),
-                                      keys.messages_key(self.namespace, queue_name), self.wake_key(queue_name)],
-                          args=[redis_id, message.encode(), current_millis(), keys.WAKE_LIST_MAX])
+            ns = self.namespace
+            ENQUEUE.queue(pipe, keys=[keys.priority_queue_key(ns, queue_name, priority), keys.messages_key(ns, queue_name),
+                                      self.wake_key(queue_name), keys.levels_key(ns, queue_name)],
+                          args=[redis_id, message.encode(), current_millis(), keys.WAKE_LIST_MAX, priority])
             for middleware in self.middleware:
                 writes = getattr(middleware, "enqueue_writes", None)
                 if writes is not None:
@@ -168,7 +172,8 @@ class JwqlRedisBroker(dramatiq.Broker):
     def flush(self, queue_name: str) -> None:
         """Drop every message of ``queue_name`` and its delay queue, waiting, held or dead (no waiter is told)."""
         names = [queue_name, dq_name(queue_name)]
-        doomed = [k for name in names for k in (keys.queue_key(self.namespace, name),
+        doomed = [k for name in names for k in (*keys.waiting_list_keys(self.client, self.namespace, name),
+                                                keys.levels_key(self.namespace, name),
                                                 keys.messages_key(self.namespace, name))]
         doomed += [keys.dead_letters_key(self.namespace, queue_name),
                    keys.dead_letters_key(self.namespace, queue_name) + ".msgs"]

@@ -120,7 +120,8 @@ class WakingConsumer(dramatiq.Consumer):
         self._last_beat_ms = 0
         ns = broker.namespace
         self._fetch_keys = [keys.heartbeats_key(ns), keys.queue_key(ns, queue_name),
-                            keys.messages_key(ns, queue_name), keys.held_key(ns, broker.broker_id, queue_name)]
+                            keys.messages_key(ns, queue_name), keys.held_key(ns, broker.broker_id, queue_name),
+                            keys.levels_key(ns, queue_name)]
 
     @property
     def outstanding_message_count(self) -> int:

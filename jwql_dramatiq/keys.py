@@ -2,7 +2,11 @@
 
 Every queue ``Q`` (and its delay queue ``Q.DQ``) under the namespace ``<ns>`` uses:
 
-- ``<ns>:Q``: a list of Redis message ids waiting to be fetched, oldest first;
+- ``<ns>:Q``: a list of Redis message ids waiting to be fetched, oldest first (actors of
+  priority 0, Dramatiq's default);
+- ``<ns>:Q.P<p>``: the same for actors of another priority ``p`` (lower runs first, as in
+  Dramatiq), and ``<ns>:Q.levels``, a sorted set of the priorities in use (member ``P<p>``,
+  score ``p``), so that a fetch takes the highest-priority message waiting;
 - ``<ns>:Q.msgs``: a hash, Redis message id -> JSON payload, kept until the message is settled;
 - ``<ns>:Q.XQ`` and ``<ns>:Q.XQ.msgs``: the dead letters (a sorted set by time, and their
   payloads); a delay queue shares its queue's;
@@ -24,8 +28,8 @@ from dramatiq.common import dq_name, q_name
 #: Longest a wake-up list may grow while no worker is idle (extra tokens only cause a spare fetch).
 WAKE_LIST_MAX = 64
 
-__all__ = ["WAKE_LIST_MAX", "dead_letters_key", "delay_queue_name", "heartbeats_key", "held_key", "messages_key",
-           "queue_key", "queue_name_of", "wake_key"]
+__all__ = ["WAKE_LIST_MAX", "dead_letters_key", "delay_queue_name", "heartbeats_key", "held_key", "levels_key",
+           "messages_key", "priority_queue_key", "queue_key", "waiting_list_keys", "queue_name_of", "wake_key"]
 
 
 def queue_name_of(queue_name: str) -> str:
@@ -41,6 +45,16 @@ def delay_queue_name(queue_name: str) -> str:
 def queue_key(namespace: str, queue_name: str) -> str:
     """The list of waiting Redis message ids of ``queue_name``."""
     return f"{namespace}:{queue_name}"
+
+
+def priority_queue_key(namespace: str, queue_name: str, priority: int) -> str:
+    """The list of waiting ids of ``queue_name``'s actors of ``priority`` (``<ns>:Q`` for 0)."""
+    return queue_key(namespace, queue_name) if priority == 0 else f"{namespace}:{queue_name}.P{int(priority)}"
+
+
+def levels_key(namespace: str, queue_name: str) -> str:
+    """The sorted set of non-zero priorities with waiting messages on ``queue_name`` (member ``P<p>``)."""
+    return f"{namespace}:{queue_name}.levels"
 
 
 def messages_key(namespace: str, queue_name: str) -> str:
@@ -66,3 +80,15 @@ def heartbeats_key(namespace: str) -> str:
 def wake_key(namespace: str, queue_name: str) -> str:
     """The list an idle consumer of ``queue_name`` blocks on."""
     return f"{namespace}:__wake__.{queue_name}"
+
+
+def waiting_list_keys(client, namespace: str, queue_name: str) -> list[str]:
+    """Every list of waiting ids of ``queue_name``: ``<ns>:Q`` and one per non-zero priority in use.
+
+    Raises
+    ------
+    redis.RedisError
+        As raised by the client (one ``ZRANGE``).
+    """
+    levels = client.zrange(levels_key(namespace, queue_name), 0, -1)
+    return [queue_key(namespace, queue_name)] + [f"{queue_key(namespace, queue_name)}.{m.decode()}" for m in levels]

@@ -94,5 +94,6 @@ def revoke(message_id: str, terminate: bool = False, broker=None) -> RevokeOutco
 
 def _remove_waiting(client: redis.Redis, namespace: str, queue: str, redis_id: str) -> None:
     for name in (queue, dq_name(queue)):
-        if client.lrem(keys.queue_key(namespace, name), 0, redis_id):
-            client.hdel(keys.messages_key(namespace, name), redis_id)
+        for key in keys.waiting_list_keys(client, namespace, name):
+            if client.lrem(key, 0, redis_id):
+                client.hdel(keys.messages_key(namespace, name), redis_id)
