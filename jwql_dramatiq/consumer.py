@@ -139,6 +139,7 @@ class WakingConsumer(dramatiq.Consumer):
         writes = getattr(message, "deferred_writes", None) or []
         if not writes:
             self._settle(mode, [message])
+            message.deferred_writes = None  # settled: later writes (after_ack, after_nack hooks) go at once
             return
         call = self.broker.settle_call(mode, self.queue_name, [message.options["redis_message_id"]])
 
@@ -147,7 +148,7 @@ class WakingConsumer(dramatiq.Consumer):
                 script.queue(pipe, keys=keys_, args=args)
 
         self.broker.run_pipeline(build)
-        writes.clear()
+        message.deferred_writes = None
 
     def ack(self, message) -> None:  # noqa: D102
         try:

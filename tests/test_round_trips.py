@@ -13,6 +13,8 @@ import dramatiq
 import pytest
 import redis
 
+from tests.conftest import wait_for
+
 N_TASKS = 40
 IDLE_POLL_S = 2.0
 
@@ -54,6 +56,7 @@ class Monitor:
     def __init__(self, url: str) -> None:
         self.client = redis.Redis.from_url(url)
         self.commands: list[tuple[str, str]] = []  # (client address, or "lua" inside a script; command name)
+        self.raw: list[tuple[str, str]] = []  # (client address, the whole command)
         self._ready = threading.Event()
         self._stop = False
         self._thread = threading.Thread(target=self._run, daemon=True)
@@ -69,6 +72,7 @@ class Monitor:
                 except redis.TimeoutError:  # a quiet spell longer than the socket timeout
                     continue
                 self.commands.append((event["client_address"], event["command"].split()[0].lower()))
+                self.raw.append((event["client_address"], event["command"]))
 
     def close(self, poke: redis.Redis) -> None:
         self._stop = True
@@ -160,4 +164,48 @@ def test_a_worker_takes_the_highest_priority_message_first(make_config, redis_cl
     # Then: every high-priority message ran before any low-priority one, and nothing is left waiting
     assert [v.decode() for v in redis_client.lrange(order_key, 0, -1)] == ["high"] * 5 + ["low"] * 5
     assert not redis_client.exists(f"{broker.namespace}:default.levels", f"{broker.namespace}:default.P10")
+    broker.close()
+
+
+@pytest.mark.timeout(60)
+def test_a_failure_is_stored_once_and_a_result_that_is_not_json_fails_once(make_config, redis_client, redis_url):
+    # Given: an actor that raises, and one that returns a set (not JSON-encodable), each counting its runs
+    from jwql_dramatiq.results import TaskResultFailure
+    from jwql_dramatiq.scripts import STORE_RESULT
+
+    config = make_config(idle_poll_ms=200, max_tasks_per_child=0)
+    broker = _broker(config, SenderConnection)
+    dramatiq.set_broker(broker)
+
+    @dramatiq.actor(broker=broker, actor_name="raises_value_error")
+    def raises() -> None:
+        redis_client.incr("runs:raises")
+        raise ValueError("bad slope")
+
+    @dramatiq.actor(broker=broker, actor_name="returns_a_set")
+    def returns_set() -> set:
+        redis_client.incr("runs:set")
+        return {1, 2}
+
+    worker = dramatiq.Worker(broker, worker_threads=1, worker_timeout=100)
+    worker.start()
+    monitor = Monitor(redis_url)
+    try:
+        # When: each is sent once and its caller waits
+        failed, unencodable = raises.send(), returns_set.send()
+        with pytest.raises(TaskResultFailure) as failure:
+            broker.results_backend.get_result(failed, block=True, timeout=20_000)
+        with pytest.raises(TaskResultFailure) as not_json:
+            broker.results_backend.get_result(unencodable, block=True, timeout=20_000)
+        wait_for(lambda: not redis_client.hlen(f"{broker.namespace}:default.msgs"), 10, "both messages to be settled")
+    finally:
+        worker.stop()
+        monitor.close(redis_client)
+    # Then: the failure keeps its type and was stored once (not once by the consumer and again by Results)
+    assert failure.value.type_name == "ValueError" and "bad slope" in failure.value.message
+    stores = [c for a, c in monitor.commands if c == "evalsha"]
+    assert stores and sum(1 for a, c in monitor.raw if STORE_RESULT.sha in c) == 2  # one per task
+    # And the set's actor ran once, and its caller was told why there is no value
+    assert not_json.value.type_name == "ResultNotEncodable" and "set" in not_json.value.message
+    assert (int(redis_client.get("runs:raises")), int(redis_client.get("runs:set"))) == (1, 1)
     broker.close()
