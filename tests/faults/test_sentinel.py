@@ -31,6 +31,7 @@ import pytest
 from jwql_dramatiq.embedded import poll_until
 from tests.conftest import REPO, base_config, wait_for
 from tests.faults.conftest import products_in
+from tests.faults.diagnose import explain, snapshot_aof
 from tests.faults.netns import Lab, remove_stale_namespaces, unavailable_reason
 from tests.faults.sentinels import Cluster
 
@@ -122,58 +123,71 @@ def test_partition_isolates_the_master_with_one_worker(tmp_path, partitioned, st
     env = {"JWQL_DRAMATIQ_CONFIG": str(config), "PYTHONUNBUFFERED": "1"}
     dramatiq = str(Path(sys.executable).with_name("dramatiq"))
     logs = {host: tmp_path / f"worker-{host}.log" for host in ("r0", "w2")}
-    for host, log in logs.items():
-        lab.spawn(host, [dramatiq, "jwql_dramatiq.actors", "-p1", "-t1", "--path", str(REPO)], log, env=env, cwd=REPO)
+    for host, log in logs.items():  # -v: Dramatiq logs each message id it receives, acks and nacks
+        lab.spawn(host, [dramatiq, "jwql_dramatiq.actors", "-p1", "-t1", "-v", "--path", str(REPO)], log, env=env,
+                  cwd=REPO)
     wait_for(lambda: all("ready for action" in log.read_text(errors="replace") for log in logs.values()), 90,
              "the two workers to boot", interval_s=0.2)
     monitor = start_agent(config, prefix=lab.hosts["mon"].prefix())
     out = tmp_path / "products"
     out.mkdir()
-    arg_lists = [[str(out), f"task{i:03d}", f"lk{i % LOCKS}", TASK_S] for i in range(TASKS)]
-    monitor.call("watch", interval_s=0.05)
-    monitor.call("send_batch", actor="fenced_product", arg_lists=arg_lists, pace_s=0.03, retry_s=60)
+    events: list[dict] = []
+    aofs = {name: node.directory / "appendonlydir" for name, node in cluster.nodes.items() if not node.sentinel}
+    try:
+        arg_lists = [[str(out), f"task{i:03d}", f"lk{i % LOCKS}", TASK_S] for i in range(TASKS)]
+        monitor.call("watch", interval_s=0.05)
+        monitor.call("send_batch", actor="fenced_product", arg_lists=arg_lists, pace_s=0.03, retry_s=60)
 
-    # When: r0 (the master and worker 1) is cut off mid-run; the sentinels promote the replica
-    wait_for(lambda: len(monitor.call("batch")["acked"]) >= 40, 60, "40 sends to be acknowledged", interval_s=0.05)
-    batch = monitor.call("batch")
-    pending = [mid for mid in batch["acked"] if mid not in batch["seen"]][-20:]
-    monitor.call("wait_bg", name="partition", message_ids=pending, bound_s=MONITOR_BOUND_S)
-    old = cluster.nodes["redis0"]
-    assert cluster.master_by_sentinels() == old.address
-    lab.cut("r0")
-    cut_at = time.time()
-    offset_at_cut = old.replication()["master_repl_offset"]
-    new_address = wait_for(lambda: (a := cluster.master_by_sentinels()) and a != old.address and a, 30,
-                           "the sentinels to promote the replica", interval_s=0.05)
-    promoted_s = time.time() - cut_at
-    new = cluster.node_at(new_address)
-    # ... the cut lasts a little longer; the isolated master meanwhile has its own worker and no replica
-    time.sleep(HOLD_AFTER_PROMOTION_S)
-    isolated = old.replication()
-    isolated_errors = old.command("INFO", "errorstats")
-    refused = sum(int(line.split("count=")[1]) for line in isolated_errors.splitlines()
-                  if line.startswith("errorstat_NOREPLICAS"))
-    # Then the link heals, and the old master is made a replica of the new one at once (as the restart
-    # unit does for a killed one; Sentinel alone would demote it about 8 s after it reappears)
-    lab.heal("r0")
-    healed_at = time.time()
-    cluster.make_replica(old, new)
-    wait_for(lambda: cluster.in_sync(new), 30, "the old master to sync as a replica", interval_s=0.05)
-    events = [{"cut_at": cut_at, "old": old.address, "new": new.address, "promoted_s": round(promoted_s, 2),
-               "partition_s": round(healed_at - cut_at, 2), "replica_back_s": round(time.time() - cut_at, 2),
-               "waited_on": len(pending)}]
-    isolated_role = isolated["role"]
+        # When: r0 (the master and worker 1) is cut off mid-run; the sentinels promote the replica
+        wait_for(lambda: len(monitor.call("batch")["acked"]) >= 40, 60, "40 sends to be acknowledged",
+                 interval_s=0.05)
+        batch = monitor.call("batch")
+        pending = [mid for mid in batch["acked"] if mid not in batch["seen"]][-20:]
+        monitor.call("wait_bg", name="partition", message_ids=pending, bound_s=MONITOR_BOUND_S)
+        old = cluster.nodes["redis0"]
+        assert cluster.master_by_sentinels() == old.address
+        lab.cut("r0")
+        cut_at = time.time()
+        events.append({"cut_at": cut_at, "old": old.address})
+        offset_at_cut = old.replication()["master_repl_offset"]
+        new_address = wait_for(lambda: (a := cluster.master_by_sentinels()) and a != old.address and a, 30,
+                               "the sentinels to promote the replica", interval_s=0.05)
+        promoted_s = time.time() - cut_at
+        new = cluster.node_at(new_address)
+        events[0].update(new=new.address, promoted_s=round(promoted_s, 2))
+        # ... the cut lasts a little longer; the isolated master meanwhile has its own worker and no replica
+        time.sleep(HOLD_AFTER_PROMOTION_S)
+        isolated = old.replication()
+        isolated_errors = old.command("INFO", "errorstats")
+        refused = sum(int(line.split("count=")[1]) for line in isolated_errors.splitlines()
+                      if line.startswith("errorstat_NOREPLICAS"))
+        # Its writes during the cut, kept for the diagnosis: the resync after the heal throws them away.
+        aofs["redis0 (isolated, before heal)"] = snapshot_aof(old.directory, tmp_path / "isolated-aof")
+        # Then the link heals, and the old master is made a replica of the new one at once (as the restart
+        # unit does for a killed one; Sentinel alone would demote it about 8 s after it reappears)
+        lab.heal("r0")
+        healed_at = time.time()
+        cluster.make_replica(old, new)
+        events[0]["healed_at"] = healed_at
+        wait_for(lambda: cluster.in_sync(new), 30, "the old master to sync as a replica", interval_s=0.05)
+        events[0].update(partition_s=round(healed_at - cut_at, 2), replica_back_s=round(time.time() - cut_at, 2),
+                         waited_on=len(pending))
+        isolated_role = isolated["role"]
 
-    figures = _check(monitor, out, events, record_figures, workers=2, down_after_ms=cluster.down_after_ms,
-                     results_wait_s=45,
-                     fault="Sentinel: partition isolating the master with one worker (netns, link down), then healed",
-                     data_node_conf=PARTITION_DATA_CONF, isolated_master_role_during_cut=isolated_role,
-                     isolated_master_bytes_written_during_cut=isolated["master_repl_offset"] - offset_at_cut,
-                     isolated_master_writes_refused_noreplicas=refused,
-                     late_figures=lambda: _isolated_side(out, logs, cut_at, healed_at))
-    assert isolated_role == "master"
-    # Nothing the isolated side did was granted without a replica: no grant began on r0 during the cut.
-    assert figures["grants_begun_on_cut_host_during_cut"] == 0, figures
+        figures = _check(monitor, out, events, record_figures, workers=2, down_after_ms=cluster.down_after_ms,
+                         results_wait_s=45,
+                         fault="Sentinel: partition isolating the master with one worker (netns, link down), "
+                               "then healed",
+                         data_node_conf=PARTITION_DATA_CONF, isolated_master_role_during_cut=isolated_role,
+                         isolated_master_bytes_written_during_cut=isolated["master_repl_offset"] - offset_at_cut,
+                         isolated_master_writes_refused_noreplicas=refused,
+                         late_figures=lambda: _isolated_side(out, logs, cut_at, healed_at))
+        assert isolated_role == "master"
+        # Nothing the isolated side did was granted without a replica: no grant began on r0 during the cut.
+        assert figures["grants_begun_on_cut_host_during_cut"] == 0, figures
+    except BaseException as e:  # an assertion, a wait that timed out, or the test's timeout: explain it
+        print(explain(tmp_path, monitor, events, {**logs, "monitor": monitor.log_path}, aofs, out, e))
+        raise
 
 
 def _isolated_side(out: Path, logs: dict[str, Path], cut_at: float, healed_at: float) -> dict:
