@@ -19,7 +19,6 @@ import threading
 from typing import Any
 
 import dramatiq
-import redis
 from dramatiq.brokers.redis import RedisBroker
 from dramatiq.common import current_millis
 from dramatiq.message import Message
@@ -29,7 +28,7 @@ from dramatiq.results import Results
 from . import registry
 from .config import Config, load_config
 from .consumer import WakingConsumer
-from .connection import redis_unavailable
+from .connection import is_auth_error, is_outage, redis_unavailable
 from .results import JwqlResultsBackend
 from .revoke import SkipRevoked, revoked_key
 from .states import TaskStates
@@ -96,7 +95,9 @@ class JwqlRedisBroker(RedisBroker):
                     pipe.hexists(f"{self.namespace}:{message.queue_name}.msgs", message.options["redis_message_id"])
                     pipe.hget(task_key(self.namespace, message.message_id), "state")
                 replies = pipe.execute()
-        except (redis.ConnectionError, redis.TimeoutError) as e:
+        except Exception as e:  # an outage (connection.is_outage: NOREPLICAS too) or a refused login
+            if not (is_outage(e) or is_auth_error(e)):
+                raise
             raise redis_unavailable(e, address=self.address, client=self.client) from None
         if replicas > 0:
             acked, held, state = int(replies[2]), bool(replies[3]), (replies[4] or b"").decode()

@@ -12,13 +12,12 @@ import threading
 from typing import Any
 
 import dramatiq
-import redis
 from dramatiq.brokers.redis import _RedisConsumer
 from dramatiq.common import current_millis
 from dramatiq.message import Message
 from dramatiq.results import Results
 
-from .connection import BLOCKING_SLICE_S
+from .connection import BLOCKING_SLICE_S, is_auth_error, is_outage
 
 logger = logging.getLogger(__name__)
 
@@ -54,7 +53,9 @@ class WakingConsumer(_RedisConsumer):
             if self._result_lost(message):
                 return
             super().ack(message)
-        except (redis.ConnectionError, redis.TimeoutError) as e:  # Dramatiq retries the ack until Redis is back
+        except Exception as e:  # Dramatiq retries the ack until Redis is back (is_outage: NOREPLICAS too)
+            if not (is_outage(e) or is_auth_error(e)):
+                raise
             raise dramatiq.ConnectionClosed(e) from None
         finally:
             self._etas.pop(message.message_id, None)
@@ -69,7 +70,9 @@ class WakingConsumer(_RedisConsumer):
             if exception is not None and ttl_ms is not None:
                 self.broker.results_backend.store_exception(message, exception, ttl_ms)
             super().nack(message)
-        except (redis.ConnectionError, redis.TimeoutError) as e:
+        except Exception as e:  # is_outage: NOREPLICAS too
+            if not (is_outage(e) or is_auth_error(e)):
+                raise
             raise dramatiq.ConnectionClosed(e) from None
         finally:
             self._etas.pop(message.message_id, None)
@@ -110,7 +113,9 @@ class WakingConsumer(_RedisConsumer):
                     self._slot_freed.wait(self._idle_wait_s())
                     self._slot_freed.clear()
                 return None
-        except (redis.ConnectionError, redis.TimeoutError) as e:  # a partition times out rather than closes
+        except Exception as e:  # a partition times out rather than closes (is_outage: NOREPLICAS too)
+            if not (is_outage(e) or is_auth_error(e)):
+                raise
             raise dramatiq.ConnectionClosed(e) from None
 
     # -- results lost in a Redis outage ----------------------------------------------------------

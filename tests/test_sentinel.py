@@ -139,3 +139,111 @@ def test_a_publish_claim_no_replica_confirms_renames_nothing(tmp_path, cluster):
         broker.close()
     # Then nothing reached outgoing/, and its staging directory is gone
     assert list((transfer / "outgoing").iterdir()) == []
+
+
+#: Data nodes that refuse writes (``NOREPLICAS``) while no replica is connected, as docs/sentinel.md deploys them.
+MIN_REPLICAS = ["min-replicas-to-write 1", "min-replicas-max-lag 10"]
+
+
+@pytest.fixture
+def strict_cluster(tmp_path):
+    cluster = Cluster(tmp_path / "cluster", data_conf=MIN_REPLICAS)
+    try:
+        yield cluster.start()
+    finally:
+        cluster.close()
+
+
+def _refusals(node) -> int:
+    """How many commands ``node`` refused with NOREPLICAS so far."""
+    stats = node.client().info("errorstats")
+    return int(stats.get("errorstat_NOREPLICAS", {}).get("count", 0))
+
+
+def test_noreplicas_is_an_outage_for_sends_and_locks(tmp_path, strict_cluster):
+    import threading
+    import time
+
+    import tests.actors_for_tests  # noqa: F401  (declares record_span)
+    from jwql_dramatiq.broker import build_broker
+    from jwql_dramatiq.locks import RedisLock
+    from jwql_dramatiq.outage import ride_through
+    from jwql_dramatiq.sentinel import ReplicasRefused
+
+    cluster = strict_cluster
+    master, replica = cluster.nodes["redis0"], cluster.nodes["redis1"]
+    config = load_config(sentinel_config(tmp_path, cluster, redis_wait_ms=1500))
+    broker = build_broker(config)
+    try:
+        wait_for(lambda: cluster.in_sync(master), 10, "the replica to sync")
+        held = RedisLock("noreplicas-held", client=broker.client, namespace=config.namespace, lease_s=30)
+        assert held.acquire(blocking=False)
+        # Given the master refusing writes: its only replica is gone
+        replica.kill()
+        wait_for(lambda: not _try_write(master), 10, "the master to refuse writes")
+        # Then a send and a lock acquisition are a ReplicaTimeout (an outage), not a plain Redis error
+        with pytest.raises(ReplicasRefused, match="NOREPLICAS") as refused:
+            broker.enqueue(broker.get_actor("record_span").message(0.0))
+        assert isinstance(refused.value, ReplicaTimeout)
+        with pytest.raises(ReplicaTimeout, match="lock acquisition.*NOREPLICAS"):
+            RedisLock("noreplicas", client=broker.client, namespace=config.namespace, lease_s=5).acquire(blocking=False)
+        # ... a release too (the lease lapses on its own)
+        with pytest.raises(RedisUnavailable, match="NOREPLICAS"):
+            held.release()
+        # ... and a monitor's send rides it through within its bound, once the replica is back
+        restart = threading.Thread(target=lambda: (time.sleep(1.0), cluster.restart_as_replica(replica, master)))
+        restart.start()
+        try:
+            message = ride_through(lambda: broker.enqueue(broker.get_actor("record_span").message(0.0)),
+                                   time.monotonic() + 30, config.redis_address, "sending record_span")
+        finally:
+            restart.join(30)
+        assert replica.client().hexists(f"{config.namespace}:jwql.msgs", message.options["redis_message_id"])
+    finally:
+        broker.close()
+
+
+def _try_write(node) -> bool:
+    import redis
+
+    try:
+        node.client().set("jwql_dramatiq:probe", "1")
+        return True
+    except redis.ResponseError:
+        return False
+
+
+def test_noreplicas_strands_no_result(tmp_path, strict_cluster, start_worker):
+    # Given a worker running a task on a master whose replica then goes away (min-replicas-to-write 1)
+    import tests.actors_for_tests  # noqa: F401
+    from jwql_dramatiq.broker import build_broker
+    from jwql_dramatiq.states import get_task_state
+
+    cluster = strict_cluster
+    master, replica = cluster.nodes["redis0"], cluster.nodes["redis1"]
+    config_path = sentinel_config(tmp_path, cluster, redis_wait_ms=1500)
+    config = load_config(config_path)
+    wait_for(lambda: cluster.in_sync(master), 10, "the replica to sync")
+    worker = start_worker(config_path)
+    broker = build_broker(config)
+    try:
+        message = broker.enqueue(broker.get_actor("record_span").message(1.5))
+        wait_for(lambda: (s := get_task_state(message.message_id, broker.client, broker.namespace)) is not None
+                 and s.state == "running", 20, "the task to start", interval_s=0.05)
+        refused_before = _refusals(master)
+        replica.kill()
+        # When the task ends, the master refuses its result (and the worker's other writes) for a while
+        wait_for(lambda: _refusals(master) > refused_before + 2, 20, "the master to refuse the worker's writes",
+                 interval_s=0.1)
+        refused_during = _refusals(master) - refused_before
+        cluster.restart_as_replica(replica, master)
+        # Then the result arrives once the replica is back, and nothing is left in an ack set
+        result = broker.results_backend.get_result(message, block=True, timeout=30_000)
+        assert result["end"] - result["start"] >= 1.5
+        acks = f"{config.namespace}:__acks__.*"
+        wait_for(lambda: not any(broker.client.scard(k) for k in broker.client.scan_iter(match=acks))
+                 and not broker.client.hlen(f"{config.namespace}:jwql.msgs"), 20, "the message to be acked",
+                 interval_s=0.1)
+        assert refused_during > 0 and "Unhandled error" not in worker.log(), worker.log()[-3000:]
+    finally:
+        broker.close()
