@@ -247,3 +247,28 @@ def test_noreplicas_strands_no_result(tmp_path, strict_cluster, start_worker):
         assert refused_during > 0 and "Unhandled error" not in worker.log(), worker.log()[-3000:]
     finally:
         broker.close()
+
+
+def test_redis_sentinels_from_the_environment(tmp_path):
+    from jwql_dramatiq.errors import ConfigError
+
+    # Given a config file naming one server, and one naming sentinels
+    plain = tmp_path / "plain.json"
+    plain.write_text(json.dumps({k: v for k, v in base_config("redis://unused", tmp_path).items() if k != "redis_url"}
+                                | {"redis_host": "localhost"}))
+    listed = tmp_path / "listed.json"
+    listed.write_text(json.dumps({k: v for k, v in base_config("redis://unused", tmp_path).items() if k != "redis_url"}
+                                 | {"redis_sentinels": ["file:26379"]}))
+    env = {"JWQL_DRAMATIQ_REDIS_SENTINELS": "a.example:26379, b.example:26380,[::1]:26381,"}
+    # Then JWQL_DRAMATIQ_REDIS_SENTINELS (comma-separated host:port) sets the list, or replaces the file's
+    for path in (plain, listed):
+        config = load_config(path, environ=env)
+        assert config.redis_sentinels == ("a.example:26379", "b.example:26380", "[::1]:26381")
+        assert config.wait_replicas == 1 and config.redis_address.startswith("sentinels a.example:26379,")
+    # ... an empty value means none; a bad entry is named; beside a redis_url both keys are named
+    none = {"JWQL_DRAMATIQ_REDIS_SENTINELS": "", "JWQL_DRAMATIQ_REDIS_HOST": "h", "JWQL_DRAMATIQ_REDIS_PORT": "6379"}
+    assert load_config(listed, environ=none).redis_sentinels == ()
+    with pytest.raises(ConfigError, match="redis_sentinels.*'a.example' is not host:port"):
+        load_config(plain, environ={"JWQL_DRAMATIQ_REDIS_SENTINELS": "a.example"})
+    with pytest.raises(ConfigError, match="redis_sentinels.*redis_url"):
+        load_config(plain, environ={**env, "JWQL_DRAMATIQ_REDIS_URL": "redis://h:6379/0"})
