@@ -24,6 +24,12 @@ BLOCKING_SLICE_S = 5.0
 #: How a master begins its refusal of a write while it has fewer good replicas than its
 #: ``min-replicas-to-write`` asks for (after a partition, or on a new master until its replica is back).
 NO_REPLICAS_PREFIX = "NOREPLICAS"
+#: Error replies that mean "the master changed", not "this command is wrong": a blocking command
+#: (BLPOP, BRPOPLPUSH, WAIT) cut short because the node was just made a replica (``UNBLOCKED force
+#: unblock ... (master -> replica?)``), and a ``WAIT`` that reached a node already made one.
+ROLE_CHANGED_REPLIES = ("UNBLOCKED ", "ERR WAIT cannot be used with replica instances")
+#: What redis-py puts before an error reply it raises from a pipeline ("Command # 2 (...) of pipeline caused error: ").
+_PIPELINE_PREFIX = " of pipeline caused error: "
 
 def make_redis(config: Config) -> redis.Redis:
     """Return a new client for ``config``'s Redis (no connection is opened yet).
@@ -150,8 +156,10 @@ def is_outage(error: BaseException) -> bool:
     takes it: Redis unreachable, timed out or reset (``redis.ConnectionError``,
     ``redis.TimeoutError``, the built-in ``ConnectionError``, this package's
     :class:`~jwql_dramatiq.errors.RedisUnavailable`, which includes
-    :class:`~jwql_dramatiq.sentinel.ReplicaTimeout`), and a master refusing writes for want of
-    replicas (:func:`is_no_replicas`: nothing was written, so the write is safe to repeat). A
+    :class:`~jwql_dramatiq.sentinel.ReplicaTimeout`), a master refusing writes for want of
+    replicas (:func:`is_no_replicas`: nothing was written, so the write is safe to repeat), and a
+    node that was made a replica while a command waited on it (:data:`ROLE_CHANGED_REPLIES`: a
+    failover; redis-py's Sentinel client already turns ``READONLY`` into a connection error). A
     refused login is not one (:func:`is_auth_error`): retrying cannot fix it.
 
     Parameters
@@ -165,16 +173,21 @@ def is_outage(error: BaseException) -> bool:
     if is_auth_error(error):
         return False
     return isinstance(error, (redis.ConnectionError, redis.TimeoutError, RedisUnavailable, ConnectionError)) \
-        or is_no_replicas(error)
+        or is_no_replicas(error) or _reply_text(error).startswith(ROLE_CHANGED_REPLIES)
 
 
 def is_no_replicas(error: BaseException) -> bool:
     """Whether ``error`` is a master's ``NOREPLICAS`` refusal (``min-replicas-to-write``), alone or as
     a pipeline reports it (``Command # 1 (...) of pipeline caused error: NOREPLICAS ...``)."""
+    return _reply_text(error).startswith(NO_REPLICAS_PREFIX)
+
+
+def _reply_text(error: BaseException) -> str:
+    """The server's error reply behind a ``redis.ResponseError`` (without redis-py's pipeline prefix); else ""."""
     if not isinstance(error, redis.ResponseError):
-        return False
+        return ""
     text = str(error)
-    return text.startswith(NO_REPLICAS_PREFIX) or f"caused error: {NO_REPLICAS_PREFIX}" in text
+    return text.split(_PIPELINE_PREFIX, 1)[1] if _PIPELINE_PREFIX in text else text
 
 
 def is_auth_error(error: BaseException) -> bool:

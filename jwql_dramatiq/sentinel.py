@@ -25,7 +25,7 @@ from typing import Any
 import redis
 from redis.sentinel import MasterNotFoundError, Sentinel
 
-from .connection import is_no_replicas
+from .connection import is_no_replicas, is_outage
 from .errors import RedisUnavailable
 from .lua import LuaScript
 
@@ -195,8 +195,9 @@ def run_durably(client: Any, script: LuaScript, keys: Sequence[Any], args: Seque
     Raises
     ------
     ReplicaTimeout
-        Fewer replicas than required acknowledged the write in time, or (:class:`ReplicasRefused`)
-        the master refused it with ``NOREPLICAS``.
+        Fewer replicas than required acknowledged the write in time, the node was made a replica
+        while ``WAIT`` blocked (``UNBLOCKED``), or (:class:`ReplicasRefused`) the master refused the
+        write with ``NOREPLICAS``.
     redis.RedisError
         As raised by the client (the caller converts connection errors).
     """
@@ -216,6 +217,10 @@ def run_durably(client: Any, script: LuaScript, keys: Sequence[Any], args: Seque
         if isinstance(reply, Exception):
             raise reply
         if isinstance(acked, Exception):
+            if not must_wait(reply):
+                return reply
+            if is_outage(acked):  # UNBLOCKED: made a replica while WAIT blocked (a failover); not durable
+                raise ReplicaTimeout(address, f"{what} (WAIT cut short: {acked})", replicas, 0, wait_ms)
             raise acked
         if int(acked) < replicas and must_wait(reply):
             raise ReplicaTimeout(address, what, replicas, int(acked), wait_ms)

@@ -272,3 +272,67 @@ def test_redis_sentinels_from_the_environment(tmp_path):
         load_config(plain, environ={"JWQL_DRAMATIQ_REDIS_SENTINELS": "a.example"})
     with pytest.raises(ConfigError, match="redis_sentinels.*redis_url"):
         load_config(plain, environ={**env, "JWQL_DRAMATIQ_REDIS_URL": "redis://h:6379/0"})
+
+
+def test_a_master_demoted_while_a_durable_write_waits_is_an_outage(tmp_path, cluster):
+    # Given a master whose replica is gone, so each WAIT blocks for its whole bound (as on a cut-off master)
+    import threading
+    import time
+
+    import tests.actors_for_tests  # noqa: F401
+    from jwql_dramatiq.broker import build_broker
+    from jwql_dramatiq.embedded import free_port
+    from jwql_dramatiq.locks import RedisLock
+
+    master, replica = cluster.nodes["redis0"], cluster.nodes["redis1"]
+    config = load_config(sentinel_config(tmp_path, cluster, redis_wait_ms=4000))
+    broker = build_broker(config)
+    outcome: dict = {}
+
+    def acquire() -> None:
+        try:
+            outcome["acquired"] = RedisLock("demoted", client=broker.client, namespace=config.namespace,
+                                            lease_s=30).acquire(blocking=False)
+        except Exception as e:  # noqa: BLE001 - what the caller gets is the point
+            outcome["error"] = e
+
+    def store() -> None:
+        try:
+            broker.results_backend.store_result(message, "stored", 60_000)
+            outcome["stored_at"] = time.monotonic()
+        except Exception as e:  # noqa: BLE001
+            outcome["store_error"] = e
+
+    message = broker.get_actor("record_span").message(0.0)
+    threads = [threading.Thread(target=acquire), threading.Thread(target=store)]
+    try:
+        wait_for(lambda: cluster.in_sync(master), 10, "the replica to sync")
+        # (the scripts loaded first, so each write's first WAIT is the one that waits)
+        warm = RedisLock("warm", client=broker.client, namespace=config.namespace, lease_s=30)
+        assert warm.acquire(blocking=False)
+        warm.release()
+        broker.results_backend.store_result(broker.get_actor("record_span").message(0.0), "warm", 60_000)
+        replica.kill()
+        broker.results_backend.durable_store_bound_s = 30.0
+        for thread in threads:
+            thread.start()
+        wait_for(lambda: sum(c.get("cmd") == "wait" for c in master.client().client_list()) >= 2, 10,
+                 "both writes to block in WAIT")
+        # When the master is made a replica while they wait (what a failover does to the old master)
+        master.client().execute_command("REPLICAOF", "127.0.0.1", free_port())
+        threads[0].join(10)
+        # Then the lock acquisition is a ReplicaTimeout (an outage), not a plain Redis error ("UNBLOCKED")
+        assert isinstance(outcome.get("error"), ReplicaTimeout), outcome
+        assert "UNBLOCKED" in str(outcome["error"]) and "acquired" not in outcome
+        # ... and the result store rides it through, until a master with a replica takes it
+        time.sleep(0.5)  # a pause in the outage that the store rides through (no condition to poll: it retries)
+        assert "store_error" not in outcome and "stored_at" not in outcome, outcome
+        master.client().execute_command("REPLICAOF", "NO", "ONE")
+        cluster.restart_as_replica(replica, master)
+        threads[1].join(30)
+        assert "stored_at" in outcome, outcome
+        assert broker.results_backend.get_result(message) == "stored"
+    finally:
+        for thread in threads:
+            thread.join(30)
+        broker.close()
