@@ -303,8 +303,14 @@ def test_a_master_demoted_while_a_durable_write_waits_is_an_outage(tmp_path, clu
         except Exception as e:  # noqa: BLE001
             outcome["store_error"] = e
 
-    message = broker.get_actor("record_span").message(0.0)
-    threads = [threading.Thread(target=acquire), threading.Thread(target=store)]
+    def wait_result() -> None:
+        try:
+            broker.results_backend.get_result(unsent, block=True, timeout=20_000)
+        except Exception as e:  # noqa: BLE001
+            outcome["wait_error"] = e
+
+    message, unsent = broker.get_actor("record_span").message(0.0), broker.get_actor("record_span").message(0.0)
+    threads = [threading.Thread(target=acquire), threading.Thread(target=store), threading.Thread(target=wait_result)]
     try:
         wait_for(lambda: cluster.in_sync(master), 10, "the replica to sync")
         # (the scripts loaded first, so each write's first WAIT is the one that waits)
@@ -316,14 +322,18 @@ def test_a_master_demoted_while_a_durable_write_waits_is_an_outage(tmp_path, clu
         broker.results_backend.durable_store_bound_s = 30.0
         for thread in threads:
             thread.start()
-        wait_for(lambda: sum(c.get("cmd") == "wait" for c in master.client().client_list()) >= 2, 10,
-                 "both writes to block in WAIT")
+        wait_for(lambda: [c.get("cmd") for c in master.client().client_list()].count("wait") >= 2
+                 and "brpoplpush" in [c.get("cmd") for c in master.client().client_list()], 10,
+                 "both writes to block in WAIT, and a caller in its wait for a result")
         # When the master is made a replica while they wait (what a failover does to the old master)
         master.client().execute_command("REPLICAOF", "127.0.0.1", free_port())
         threads[0].join(10)
         # Then the lock acquisition is a ReplicaTimeout (an outage), not a plain Redis error ("UNBLOCKED")
         assert isinstance(outcome.get("error"), ReplicaTimeout), outcome
         assert "UNBLOCKED" in str(outcome["error"]) and "acquired" not in outcome
+        # ... as is a caller's wait for a result, cut short the same way (RedisUnavailable, not a ResponseError)
+        threads[2].join(10)
+        assert type(outcome.get("wait_error")) is RedisUnavailable and "UNBLOCKED" in str(outcome["wait_error"])
         # ... and the result store rides it through, until a master with a replica takes it
         time.sleep(0.5)  # a pause in the outage that the store rides through (no condition to poll: it retries)
         assert "store_error" not in outcome and "stored_at" not in outcome, outcome
