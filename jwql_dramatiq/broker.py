@@ -31,7 +31,7 @@ from dramatiq.results import Results
 from . import keys, registry
 from .config import Config, load_config
 from .consumer import KeepFailure, WakingConsumer
-from .connection import redis_unavailable
+from .connection import is_auth_error, is_outage, redis_unavailable
 from .results import JwqlResultsBackend
 from .revoke import revoked_key
 from .scripts import ENQUEUE, SETTLE, load_all
@@ -225,7 +225,9 @@ class JwqlRedisBroker(dramatiq.Broker):
                         if attempt == 2:
                             raise
                         load_all(self.client)  # first use, or Redis restarted: every script is idempotent
-        except (redis.ConnectionError, redis.TimeoutError) as e:
+        except Exception as e:  # an outage (connection.is_outage: NOREPLICAS too) or a refused login
+            if not (is_outage(e) or is_auth_error(e)):
+                raise
             raise redis_unavailable(e, address=self.address, client=self.client) from None
         raise AssertionError("unreachable")
 

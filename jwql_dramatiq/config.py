@@ -6,7 +6,8 @@ own keys (``redis_host``, ``redis_port``, ``transfer_dir``, ``working``, ``outpu
 point this server at the config file it already has.
 
 Any scalar key can be overridden from the environment as ``JWQL_DRAMATIQ_<KEY IN CAPITALS>``,
-for example ``JWQL_DRAMATIQ_REDIS_PORT=6380``; see :data:`ENV_PREFIX`. Nothing here runs at
+for example ``JWQL_DRAMATIQ_REDIS_PORT=6380``, and so can ``redis_sentinels``, as comma-separated
+``host:port`` entries (:data:`ENV_LIST_KEYS`); see :data:`ENV_PREFIX`. Nothing here runs at
 import time: call :func:`load_config`.
 """
 
@@ -250,8 +251,12 @@ _SCHEMA: dict[str, tuple[tuple[type, ...], Any, Any]] = {
 #: How alike an unknown key must be to one of ours to be called a misspelling (difflib ratio).
 MISSPELLING_CUTOFF = 0.8
 
+#: List keys that may be overridden from the environment too, as comma-separated entries
+#: (``JWQL_DRAMATIQ_REDIS_SENTINELS=a:26379,b:26379,c:26379``; an empty value: an empty list).
+ENV_LIST_KEYS = ("redis_sentinels",)
 #: Config keys that may be overridden from the environment (``JWQL_DRAMATIQ_<KEY>``).
-ENV_KEYS = tuple(k for k, (types, _, _) in _SCHEMA.items() if dict not in types and list not in types)
+ENV_KEYS = tuple(k for k, (types, _, _) in _SCHEMA.items()
+                 if dict not in types and (list not in types or k in ENV_LIST_KEYS))
 
 
 def _step_args_problem(value: dict[str, Any]) -> str | None:
@@ -279,8 +284,10 @@ def _type_names(types: tuple[type, ...]) -> str:
 
 
 def _from_env(key: str, raw: str) -> Any:
-    """Parse an environment override into the JSON type its key expects."""
+    """Parse an environment override into the JSON type its key expects (a list: comma-separated)."""
     types = _SCHEMA[key][0]
+    if list in types:
+        return [entry.strip() for entry in raw.split(",") if entry.strip()]
     if bool in types:
         if raw.lower() in ("1", "true", "yes", "on"):
             return True

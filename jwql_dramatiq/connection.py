@@ -21,6 +21,15 @@ CONNECT_TIMEOUT_S = 5.0
 SOCKET_TIMEOUT_S = 10.0
 #: The longest single blocking command (BLPOP, BRPOPLPUSH) this package sends, in seconds.
 BLOCKING_SLICE_S = 5.0
+#: How a master begins its refusal of a write while it has fewer good replicas than its
+#: ``min-replicas-to-write`` asks for (after a partition, or on a new master until its replica is back).
+NO_REPLICAS_PREFIX = "NOREPLICAS"
+#: Error replies that mean "the master changed", not "this command is wrong": a blocking command
+#: (BLPOP, BRPOPLPUSH, WAIT) cut short because the node was just made a replica (``UNBLOCKED force
+#: unblock ... (master -> replica?)``), and a ``WAIT`` that reached a node already made one.
+ROLE_CHANGED_REPLIES = ("UNBLOCKED ", "ERR WAIT cannot be used with replica instances")
+#: What redis-py puts before an error reply it raises from a pipeline ("Command # 2 (...) of pipeline caused error: ").
+_PIPELINE_PREFIX = " of pipeline caused error: "
 
 def make_redis(config: Config) -> redis.Redis:
     """Return a new client for ``config``'s Redis (no connection is opened yet).
@@ -96,9 +105,12 @@ def redis_unavailable(error: BaseException, address: str | None = None, client: 
 
     A refused login (wrong password, unknown or disabled ACL user, ``NOAUTH``) becomes
     :class:`RedisAuthFailed`, "Redis authentication failed for user 'X' at host:port: ...", which
-    is not an outage (never retried, and exits with the bad-config code); anything else
-    (connection refused, timeout, reset) becomes :class:`RedisUnavailable`, "Redis is
-    unreachable at host:port: ...". Neither message carries credentials.
+    is not an outage (never retried, and exits with the bad-config code); a master's
+    ``NOREPLICAS`` refusal (:func:`is_no_replicas`) becomes
+    :class:`~jwql_dramatiq.sentinel.ReplicasRefused`, a
+    :class:`~jwql_dramatiq.sentinel.ReplicaTimeout`; anything else (connection refused, timeout,
+    reset) becomes :class:`RedisUnavailable`, "Redis is unreachable at host:port: ...". No
+    message carries credentials.
 
     Parameters
     ----------
@@ -130,7 +142,52 @@ def redis_unavailable(error: BaseException, address: str | None = None, client: 
     if is_auth_error(error):
         username = error.username if isinstance(error, RedisAuthFailed) else client_username(client)
         return RedisAuthFailed(address, reason, username)
+    if is_no_replicas(error):
+        from .sentinel import ReplicasRefused
+
+        return ReplicasRefused(address, what or "a write", str(error))
     return RedisUnavailable(address, reason)
+
+
+def is_outage(error: BaseException) -> bool:
+    """Whether Redis could not carry out a command now but may soon: the one classification of outages.
+
+    An outage is what a caller rides through within its bound and a worker retries until Redis
+    takes it: Redis unreachable, timed out or reset (``redis.ConnectionError``,
+    ``redis.TimeoutError``, the built-in ``ConnectionError``, this package's
+    :class:`~jwql_dramatiq.errors.RedisUnavailable`, which includes
+    :class:`~jwql_dramatiq.sentinel.ReplicaTimeout`), a master refusing writes for want of
+    replicas (:func:`is_no_replicas`: nothing was written, so the write is safe to repeat), and a
+    node that was made a replica while a command waited on it (:data:`ROLE_CHANGED_REPLIES`: a
+    failover; redis-py's Sentinel client already turns ``READONLY`` into a connection error). A
+    refused login is not one (:func:`is_auth_error`): retrying cannot fix it.
+
+    Parameters
+    ----------
+    error : BaseException
+
+    Returns
+    -------
+    bool
+    """
+    if is_auth_error(error):
+        return False
+    return isinstance(error, (redis.ConnectionError, redis.TimeoutError, RedisUnavailable, ConnectionError)) \
+        or is_no_replicas(error) or _reply_text(error).startswith(ROLE_CHANGED_REPLIES)
+
+
+def is_no_replicas(error: BaseException) -> bool:
+    """Whether ``error`` is a master's ``NOREPLICAS`` refusal (``min-replicas-to-write``), alone or as
+    a pipeline reports it (``Command # 1 (...) of pipeline caused error: NOREPLICAS ...``)."""
+    return _reply_text(error).startswith(NO_REPLICAS_PREFIX)
+
+
+def _reply_text(error: BaseException) -> str:
+    """The server's error reply behind a ``redis.ResponseError`` (without redis-py's pipeline prefix); else ""."""
+    if not isinstance(error, redis.ResponseError):
+        return ""
+    text = str(error)
+    return text.split(_PIPELINE_PREFIX, 1)[1] if _PIPELINE_PREFIX in text else text
 
 
 def is_auth_error(error: BaseException) -> bool:

@@ -12,14 +12,13 @@ import threading
 from typing import Any
 
 import dramatiq
-import redis
 from dramatiq.common import current_millis
 from dramatiq.message import Message
 from dramatiq.middleware import Middleware
 from dramatiq.results import Results
 
 from . import keys
-from .connection import BLOCKING_SLICE_S
+from .connection import BLOCKING_SLICE_S, is_auth_error, is_outage
 from .errors import RedisUnavailable
 from .scripts import FETCH
 
@@ -131,7 +130,9 @@ class WakingConsumer(dramatiq.Consumer):
     def _settle(self, mode: str, messages) -> None:
         try:
             self.broker.settle(mode, self.queue_name, [m.options["redis_message_id"] for m in messages])
-        except (redis.ConnectionError, redis.TimeoutError) as e:  # Dramatiq retries the ack until Redis is back
+        except Exception as e:  # Dramatiq retries the ack until Redis is back (is_outage: NOREPLICAS too)
+            if not (is_outage(e) or is_auth_error(e)):
+                raise
             raise dramatiq.ConnectionClosed(e) from None
 
     def _finish(self, message, mode: str) -> None:
@@ -173,7 +174,9 @@ class WakingConsumer(dramatiq.Consumer):
             self._finish(message, "nack")
         except RedisUnavailable as e:
             raise dramatiq.ConnectionClosed(e) from None
-        except (redis.ConnectionError, redis.TimeoutError) as e:
+        except Exception as e:  # is_outage: NOREPLICAS too
+            if not (is_outage(e) or is_auth_error(e)):
+                raise
             raise dramatiq.ConnectionClosed(e) from None
         finally:
             self._forget(message)
@@ -244,7 +247,9 @@ class WakingConsumer(dramatiq.Consumer):
                     self._slot_freed.wait(self._idle_wait_s())
                     self._slot_freed.clear()
                 return None
-        except (redis.ConnectionError, redis.TimeoutError) as e:  # a partition times out rather than closes
+        except Exception as e:  # a partition times out rather than closes (is_outage: NOREPLICAS too)
+            if not (is_outage(e) or is_auth_error(e)):
+                raise
             raise dramatiq.ConnectionClosed(e) from None
 
     # -- results lost in a Redis outage ----------------------------------------------------------

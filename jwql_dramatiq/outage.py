@@ -14,9 +14,7 @@ import logging
 import time
 from typing import Callable, TypeVar
 
-import redis
-
-from .connection import is_auth_error, redis_unavailable
+from .connection import is_auth_error, is_outage, redis_unavailable  # is_outage: the one classification
 from .errors import RedisUnavailable
 
 logger = logging.getLogger(__name__)
@@ -27,19 +25,6 @@ T = TypeVar("T")
 RETRY_FIRST_S = 0.1
 #: Longest pause between two attempts, in seconds.
 RETRY_MAX_S = 2.0
-
-#: Errors that mean "Redis did not answer" (a refused login is excluded below).
-OUTAGE_ERRORS = (redis.ConnectionError, redis.TimeoutError, RedisUnavailable, ConnectionError)
-
-
-def is_outage(error: BaseException) -> bool:
-    """Whether ``error`` means Redis could not be reached (not refused credentials or a bad command).
-
-    A refused login (``redis.AuthenticationError``, or this package's
-    :class:`~jwql_dramatiq.errors.RedisAuthFailed`) is not an outage: retrying cannot fix it.
-    """
-    return isinstance(error, OUTAGE_ERRORS) and not is_auth_error(error)
-
 
 def ride_through(call: Callable[[], T], deadline: float, address: str, what: str) -> T:
     """Run ``call``, retrying while Redis is unreachable, until ``deadline`` (``time.monotonic()``).

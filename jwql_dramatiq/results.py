@@ -20,7 +20,7 @@ from dramatiq.results import ResultFailure, ResultTimeout
 from dramatiq.results.backend import DEFAULT_TIMEOUT
 from dramatiq.results.backends.redis import RedisBackend
 
-from .connection import BLOCKING_SLICE_S, redis_unavailable
+from .connection import BLOCKING_SLICE_S, is_auth_error, is_outage, redis_unavailable
 from .consumer import defer_write
 from .errors import TaskFailed
 from .outage import ride_through
@@ -179,5 +179,7 @@ class JwqlResultsBackend(RedisBackend):
         except TaskResultFailure as e:
             e.message_id = message.message_id
             raise
-        except (redis.ConnectionError, redis.TimeoutError) as e:
+        except redis.RedisError as e:  # an outage (is_outage: also a blocking read cut short by a failover)
+            if not (is_outage(e) or is_auth_error(e)):
+                raise
             raise redis_unavailable(e, address=self.address, client=self.client) from None

@@ -25,6 +25,7 @@ from typing import Any
 import redis
 from redis.sentinel import MasterNotFoundError, Sentinel
 
+from .connection import is_no_replicas, is_outage
 from .errors import RedisUnavailable
 from .lua import LuaScript
 
@@ -54,6 +55,28 @@ class ReplicaTimeout(RedisUnavailable):
         self.what, self.replicas, self.acked, self.wait_ms = what, replicas, acked, wait_ms
         super().__init__(address, f"{what}: {acked} of {replicas} replica(s) acknowledged it within {wait_ms} ms "
                                   f"(WAIT {replicas} {wait_ms}); it is not durable and may be lost on a failover")
+
+
+class ReplicasRefused(ReplicaTimeout):
+    """The master refused a write with ``NOREPLICAS``: it has fewer good replicas than its
+    ``min-replicas-to-write`` (an isolated old master once ``min-replicas-max-lag`` has passed, or a
+    new master until its replica is back). Nothing was written; like any :class:`ReplicaTimeout`,
+    it is an outage (:func:`jwql_dramatiq.connection.is_outage`): safe to repeat, and ridden through.
+
+    Parameters
+    ----------
+    address : str
+        Where Redis is (no credentials).
+    what : str
+        The write.
+    reason : str
+        The server's message.
+    """
+
+    def __init__(self, address: str, what: str, reason: str) -> None:
+        self.what, self.replicas, self.acked, self.wait_ms = what, 0, 0, 0
+        RedisUnavailable.__init__(self, address, f"{what}: the master refused it ({reason}): it has fewer good "
+                                                 "replicas than its min-replicas-to-write; nothing was written")
 
 
 class JwqlSentinel(Sentinel):
@@ -172,7 +195,9 @@ def run_durably(client: Any, script: LuaScript, keys: Sequence[Any], args: Seque
     Raises
     ------
     ReplicaTimeout
-        Fewer replicas than required acknowledged the write in time.
+        Fewer replicas than required acknowledged the write in time, the node was made a replica
+        while ``WAIT`` blocked (``UNBLOCKED``), or (:class:`ReplicasRefused`) the master refused the
+        write with ``NOREPLICAS``.
     redis.RedisError
         As raised by the client (the caller converts connection errors).
     """
@@ -187,9 +212,15 @@ def run_durably(client: Any, script: LuaScript, keys: Sequence[Any], args: Seque
         if isinstance(reply, redis.exceptions.NoScriptError) and attempt == 1:
             script.load(client)
             continue
+        if is_no_replicas(reply):
+            raise ReplicasRefused(address, what, str(reply))
         if isinstance(reply, Exception):
             raise reply
         if isinstance(acked, Exception):
+            if not must_wait(reply):
+                return reply
+            if is_outage(acked):  # UNBLOCKED: made a replica while WAIT blocked (a failover); not durable
+                raise ReplicaTimeout(address, f"{what} (WAIT cut short: {acked})", replicas, 0, wait_ms)
             raise acked
         if int(acked) < replicas and must_wait(reply):
             raise ReplicaTimeout(address, what, replicas, int(acked), wait_ms)

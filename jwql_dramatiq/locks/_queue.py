@@ -16,6 +16,7 @@ import time
 
 import redis
 
+from jwql_dramatiq.connection import is_auth_error, is_outage
 from jwql_dramatiq.locks import _redis
 from jwql_dramatiq.locks._scripts import ACQUIRE, ACQUIRED, HELD, LEAVE, LEFT, LEFT_WOKE, QUEUED
 
@@ -81,7 +82,9 @@ def wait_in_queue(
             wait_s = min(int(value), max_wait_ms) / 1000
             try:
                 client.blpop([signal_key], timeout=max(0.001, round(wait_s, 3)))
-            except (redis.exceptions.ConnectionError, redis.exceptions.TimeoutError) as exc:
+            except redis.exceptions.RedisError as exc:  # an outage (is_outage: UNBLOCKED by a failover too)
+                if not (is_outage(exc) or is_auth_error(exc)):
+                    raise
                 raise _redis.unavailable(client, exc) from exc
     except BaseException:
         if queued:

@@ -13,7 +13,7 @@ from typing import Any
 import redis
 
 from jwql_dramatiq import lua
-from jwql_dramatiq.connection import client_address
+from jwql_dramatiq.connection import client_address, is_auth_error, is_outage
 from jwql_dramatiq.locks._redis import unavailable
 from jwql_dramatiq.sentinel import run_durably, wait_settings
 
@@ -42,14 +42,16 @@ class LuaScript(lua.LuaScript):
         Raises
         ------
         RedisUnavailable
-            Redis could not be reached.
+            Redis could not be reached, or refused the write for want of replicas (``NOREPLICAS``).
         """
         try:
             if self.durable is not None and wait_settings(client)[0] > 0:
                 return run_durably(client, self, keys, args, "lock acquisition",
                                    client_address(client), self.durable)
             return super().run(client, keys, args)
-        except (redis.exceptions.ConnectionError, redis.exceptions.TimeoutError) as exc:
+        except redis.exceptions.RedisError as exc:  # an outage (is_outage: NOREPLICAS too) or a refused login
+            if not (is_outage(exc) or is_auth_error(exc)):
+                raise
             raise unavailable(client, exc) from exc
 
 

@@ -5,7 +5,9 @@ or its bound runs out (a send that raised is not acknowledged: the caller was to
 ``watch`` polls the results of every acknowledged message every 50 ms and records when each was
 first seen; ``wait_bg`` waits for some messages with :func:`jwql_dramatiq.waiting.iter_results`
 (its outage ride-through included) within a bound, in the background; ``batch`` reports all three.
-``find`` tells where some messages are in Redis (payload kept, queued, in whose ack set, task state).
+``find`` tells where some messages are in Redis (payload kept, queued, in whose ack set, task state,
+result), and on which master; ``trace`` gives every send attempt of some tasks (times, message id,
+outcome), so a lost or duplicated message can be told apart from a send that was refused.
 """
 
 from __future__ import annotations
@@ -20,9 +22,11 @@ _send_log: dict[str, Any] = {"attempts": 0, "errors": 0, "given_up": [], "done":
                              "error_types": {}}
 _seen: dict[str, dict[str, Any]] = {}  # message id -> {"t": first seen, "value": ...}
 _waits: dict[str, dict[str, Any]] = {}
+#: task (the first argument after the directory) -> every send attempt: {"t0", "t1", "message_id", "error"}
+_trace: dict[str, list[dict[str, Any]]] = {}
 _stop = threading.Event()
 
-COMMANDS = ("send_batch", "watch", "wait_bg", "batch", "find")
+COMMANDS = ("send_batch", "watch", "wait_bg", "batch", "find", "trace")
 
 
 def _send_all(broker: Any, queue_name: str, actor_name: str, arg_lists: list[list[Any]], pace_s: float,
@@ -31,12 +35,17 @@ def _send_all(broker: Any, queue_name: str, actor_name: str, arg_lists: list[lis
 
     for args in arg_lists:
         deadline = time.monotonic() + retry_s
+        attempts = _trace.setdefault(str(args[1] if len(args) > 1 else args), [])
         while True:
             _send_log["attempts"] += 1
+            message = Message(queue_name=queue_name, actor_name=actor_name, args=tuple(args), kwargs={}, options={})
+            attempt: dict[str, Any] = {"t0": time.time(), "message_id": message.message_id}
+            attempts.append(attempt)
             try:
-                message = broker.enqueue(Message(queue_name=queue_name, actor_name=actor_name, args=tuple(args),
-                                                 kwargs={}, options={}))
+                message = broker.enqueue(message)
+                attempt["t1"] = time.time()
             except Exception as e:  # noqa: BLE001 - a failed send is retried, and counted
+                attempt.update(t1=time.time(), error=f"{type(e).__name__}: {e}"[:300])
                 _send_log["errors"] += 1
                 kind = type(e).__name__
                 _send_log["error_types"][kind] = _send_log["error_types"].get(kind, 0) + 1
@@ -121,12 +130,24 @@ def handle(request: dict[str, Any]) -> Any:
     if cmd == "find":
         client, ns, queue = broker.client, broker.namespace, get_config().queue_name
         ack_sets = list(client.scan_iter(match=f"{ns}:__acks__.*", count=500))
-        found = {}
+        found: dict[str, Any] = {}
+        pool = client.connection_pool
+        found["master"] = ":".join(map(str, pool.get_master_address())) if hasattr(pool, "get_master_address") \
+            else None
+        backend = broker.results_backend
         for mid in request["message_ids"]:
-            found[mid] = {"payload": client.hexists(f"{ns}:{queue}.msgs", mid),
-                          "queued": mid.encode() in client.lrange(f"{ns}:{queue}", 0, -1),
-                          "in_ack_sets": [k.decode() for k in ack_sets if client.sismember(k, mid)],
-                          "task_state": {k.decode(): v.decode() for k, v in client.hgetall(f"{ns}:task:{mid}").items()
-                                         if k.decode() in ("state", "attempt", "worker")}}
+            message = _acked.get(mid)
+            # Dramatiq keys a message in Redis by its own "redis_message_id", not the message id.
+            rid = message.options.get("redis_message_id", mid) if message is not None else mid
+            found[mid] = {"redis_message_id": rid, "payload": client.hexists(f"{ns}:{queue}.msgs", rid),
+                          "queued": rid.encode() in client.lrange(f"{ns}:{queue}", 0, -1),
+                          "in_ack_sets": [k.decode() for k in ack_sets if client.sismember(k, rid)],
+                          "task_state": {k.decode(): v.decode()[:200]
+                                         for k, v in client.hgetall(f"{ns}:task:{mid}").items()},
+                          "result": None if message is None else
+                          client.lrange(backend.build_message_key(message), 0, -1)[:1],
+                          "args": None if message is None else list(message.args)}
         return found
+    if cmd == "trace":
+        return {task: _trace.get(task, []) for task in request["tasks"]}
     raise ValueError(f"unknown command {cmd!r}")

@@ -12,7 +12,7 @@ from __future__ import annotations
 import json
 import sys
 from collections import defaultdict
-from typing import Any
+from typing import Any, Callable
 
 #: test name prefix -> (fault, expected behaviour, figures to show as "label: key")
 FAULTS = [
@@ -49,6 +49,41 @@ FAULTS = [
 ]
 
 
+def _per_failover(key: str) -> Callable[[dict[str, Any]], list[Any]]:
+    return lambda entry: [f[key] for f in entry["failovers"] if f.get(key) is not None]
+
+
+#: Figures of every Sentinel scenario (tests/faults/test_sentinel.py).
+_SENTINEL_FIGURES: list[tuple[str, Any]] = [
+    ("promoted after (s)", _per_failover("promoted_s")),
+    ("first task completed on the new master after (s)", _per_failover("first_completion_s")),
+    ("monitor's wait through it (s, bound 30)", lambda e: [w["elapsed_s"] for w in e["monitor_waits"].values()]),
+    ("lost", "lost"), ("duplicated products", "duplicated_products"), ("lock granted twice", "lock_granted_twice"),
+    ("fencing tokens repeated", "fencing_tokens_repeated"), ("extra executions", lambda e: e["executions"] - e["tasks"]),
+    ("sends refused and retried", "failed_send_attempts")]
+_SENTINEL_EXPECTED = ("Every acknowledged send has its result (lost 0), one product per task, no lock held twice at "
+                      "once, no fencing token repeated, the monitor's wait ends within its bound, and the first task "
+                      "completes on the new master within 10 s")
+FAULTS += [
+    ("test_master_kill_mid_run",
+     "Sentinel: `kill -9` of the master mid-run (200 tasks, 2 workers, a monitor; 1 replica, 3 sentinels, "
+     "down-after 2 s); the killed node restarted as a replica", _SENTINEL_EXPECTED, _SENTINEL_FIGURES),
+    ("test_two_failovers_in_a_row",
+     "Sentinel: two failovers in a row (`kill -9` of the master, then of the new one)", _SENTINEL_EXPECTED,
+     _SENTINEL_FIGURES),
+    ("test_partition_isolates_the_master_with_one_worker[wait]",
+     "Sentinel: partition isolating the master with one worker (7 hosts in network namespaces, link down "
+     "1 s past the promotion, then healed and the old master made a replica)",
+     _SENTINEL_EXPECTED + "; the cut-off worker is granted no lock during the cut",
+     [*_SENTINEL_FIGURES, ("grants begun on the cut-off host during the cut", "grants_begun_on_cut_host_during_cut")]),
+    ("test_partition_isolates_the_master_with_one_worker[min-replicas-to-write]",
+     "Sentinel: the same partition, data nodes with `min-replicas-to-write 1` (`min-replicas-max-lag 2`)",
+     _SENTINEL_EXPECTED + "; writes refused with NOREPLICAS are ridden through and strand no result",
+     [*_SENTINEL_FIGURES, ("grants begun on the cut-off host during the cut", "grants_begun_on_cut_host_during_cut"),
+      ("writes the isolated master refused (NOREPLICAS)", "isolated_master_writes_refused_noreplicas")]),
+]
+
+
 def _range(values: list[Any]) -> str:
     if all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in values):
         low, high = min(values), max(values)
@@ -65,6 +100,8 @@ def render(entries: list[dict[str, Any]]) -> str:
     by_test: dict[str, list[dict[str, Any]]] = defaultdict(list)
     for entry in entries:
         by_test[entry["test"].split("[", 1)[0]].append(entry)
+        if "[" in entry["test"]:  # a parametrized test's own row, when FAULTS names it with its parameter
+            by_test[entry["test"]].append(entry)
     runs = max((len(v) for k, v in by_test.items() if k == "test_killed_worker_message_completes_on_another_worker"),
                default=0)
     lines = [f"Runs: {runs}.", "", "| fault | expected behaviour | measured |", "|---|---|---|"]
@@ -77,6 +114,8 @@ def render(entries: list[dict[str, Any]]) -> str:
         for label, key in shown:
             if isinstance(key, tuple):
                 parts.append(f"{label}: " + " / ".join(_range([e[k] for e in found]) for k in key))
+            elif callable(key):
+                parts.append(f"{label}: {_range([key(e) for e in found])}")
             else:
                 parts.append(f"{label}: {_range([e[key] for e in found])}")
         lines.append(f"| {fault} | {expected} | " + "; ".join(parts) + f" ({len(found)} run(s)) |")

@@ -13,10 +13,11 @@ The partition scenario runs the same cluster on seven hosts in network namespace
 test (:mod:`tests.faults.netns`): the master and one worker share host ``r0``, whose switch port
 is taken down mid-run; the replica, the sentinels, the other worker and the monitor stay
 connected. The isolated master keeps taking its worker's writes, but none is durable: every
-send, result, lock grant and fencing increment waits for a replica, which it no longer has. The
-data nodes run without ``min-replicas-to-write``: its ``NOREPLICAS`` refusal is a plain
-``ResponseError`` to the client, not an outage, and strands a finished task's result (see
-docs/sentinel.md); :data:`PARTITION_DATA_CONF` turns it on to reproduce that.
+send, result, lock grant and fencing increment waits for a replica, which it no longer has. It
+runs twice: with ``WAIT`` alone, and with the deployment guide's ``min-replicas-to-write 1`` (lag
+2 s), under which the isolated master refuses its worker's writes (``NOREPLICAS``) during the cut
+and the new master refuses every write until the old one is back as its replica: a refusal is an
+outage, ridden through, and strands no result.
 """
 
 from __future__ import annotations
@@ -31,6 +32,7 @@ import pytest
 from jwql_dramatiq.embedded import poll_until
 from tests.conftest import REPO, base_config, wait_for
 from tests.faults.conftest import products_in
+from tests.faults.diagnose import explain, snapshot_aof
 from tests.faults.netns import Lab, remove_stale_namespaces, unavailable_reason
 from tests.faults.sentinels import Cluster
 
@@ -57,17 +59,18 @@ def cluster(tmp_path):
 #: Hosts of the partition scenario: r0 (master + worker 1, the one cut off), r1 (replica), s0-s2
 #: (sentinels), w2 (worker 2), mon (monitor).
 PARTITION_HOSTS = ["r0", "r1", "s0", "s1", "s2", "w2", "mon"]
-#: Extra config of the data nodes in the partition scenario. ``["min-replicas-to-write 1",
-#: "min-replicas-max-lag 3"]`` with HOLD_AFTER_PROMOTION_S = 4 reproduces a stranded result (NOREPLICAS
-#: is not handled as an outage yet).
-PARTITION_DATA_CONF: list[str] = []
+#: Extra config of the data nodes in the partition scenario, one run each: WAIT alone, and the deployment
+#: guide's ``min-replicas-to-write 1`` with a lag short enough (2 s) that the isolated master refuses its
+#: worker's writes (NOREPLICAS) during the cut, as the new master does until its replica is back.
+PARTITION_DATA_CONFS = {"wait": [], "min-replicas-to-write": ["min-replicas-to-write 1", "min-replicas-max-lag 2"]}
 #: How long the cut lasts after the sentinels agree on the new master (seconds).
 HOLD_AFTER_PROMOTION_S = 1.0
 
 
-@pytest.fixture
-def partitioned(tmp_path):
-    """Hosts in network namespaces and the cluster on them (master on r0); all reaped at teardown."""
+@pytest.fixture(params=list(PARTITION_DATA_CONFS))
+def partitioned(request, tmp_path):
+    """Hosts in network namespaces and the cluster on them (master on r0, data nodes configured with
+    ``PARTITION_DATA_CONFS[param]``); all reaped at teardown."""
     reason = unavailable_reason()
     if reason:
         pytest.skip(f"cannot make test hosts: {reason}")
@@ -79,7 +82,7 @@ def partitioned(tmp_path):
         where = {"redis0": "r0", "redis1": "r1", "sentinel0": "s0", "sentinel1": "s1", "sentinel2": "s2"}
         cluster = Cluster(tmp_path / "cluster", down_after_ms=2000,
                           hosts={node: (lab.hosts[h].address, lab.hosts[h].prefix()) for node, h in where.items()},
-                          data_conf=PARTITION_DATA_CONF)
+                          data_conf=PARTITION_DATA_CONFS[request.param])
         yield lab, cluster.start()
     finally:
         if cluster is not None:
@@ -109,9 +112,6 @@ def test_two_failovers_in_a_row(tmp_path, cluster, start_worker, start_agent, re
          fault="Sentinel: two failovers in a row (kill -9 of the master, then of the new one)")
 
 
-@pytest.mark.xfail(strict=False, reason=(
-    "passed 11 of 12 runs once the send checks that the master it WAITs on holds the message; the one "
-    "failure was not captured, so this scenario does not yet gate CI"))
 @pytest.mark.timeout(180)
 def test_partition_isolates_the_master_with_one_worker(tmp_path, partitioned, start_agent, record_figures):
     lab, cluster = partitioned
@@ -122,58 +122,71 @@ def test_partition_isolates_the_master_with_one_worker(tmp_path, partitioned, st
     env = {"JWQL_DRAMATIQ_CONFIG": str(config), "PYTHONUNBUFFERED": "1"}
     dramatiq = str(Path(sys.executable).with_name("dramatiq"))
     logs = {host: tmp_path / f"worker-{host}.log" for host in ("r0", "w2")}
-    for host, log in logs.items():
-        lab.spawn(host, [dramatiq, "jwql_dramatiq.actors", "-p1", "-t1", "--path", str(REPO)], log, env=env, cwd=REPO)
+    for host, log in logs.items():  # -v: Dramatiq logs each message id it receives, acks and nacks
+        lab.spawn(host, [dramatiq, "jwql_dramatiq.actors", "-p1", "-t1", "-v", "--path", str(REPO)], log, env=env,
+                  cwd=REPO)
     wait_for(lambda: all("ready for action" in log.read_text(errors="replace") for log in logs.values()), 90,
              "the two workers to boot", interval_s=0.2)
     monitor = start_agent(config, prefix=lab.hosts["mon"].prefix())
     out = tmp_path / "products"
     out.mkdir()
-    arg_lists = [[str(out), f"task{i:03d}", f"lk{i % LOCKS}", TASK_S] for i in range(TASKS)]
-    monitor.call("watch", interval_s=0.05)
-    monitor.call("send_batch", actor="fenced_product", arg_lists=arg_lists, pace_s=0.03, retry_s=60)
+    events: list[dict] = []
+    aofs = {name: node.directory / "appendonlydir" for name, node in cluster.nodes.items() if not node.sentinel}
+    try:
+        arg_lists = [[str(out), f"task{i:03d}", f"lk{i % LOCKS}", TASK_S] for i in range(TASKS)]
+        monitor.call("watch", interval_s=0.05)
+        monitor.call("send_batch", actor="fenced_product", arg_lists=arg_lists, pace_s=0.03, retry_s=60)
 
-    # When: r0 (the master and worker 1) is cut off mid-run; the sentinels promote the replica
-    wait_for(lambda: len(monitor.call("batch")["acked"]) >= 40, 60, "40 sends to be acknowledged", interval_s=0.05)
-    batch = monitor.call("batch")
-    pending = [mid for mid in batch["acked"] if mid not in batch["seen"]][-20:]
-    monitor.call("wait_bg", name="partition", message_ids=pending, bound_s=MONITOR_BOUND_S)
-    old = cluster.nodes["redis0"]
-    assert cluster.master_by_sentinels() == old.address
-    lab.cut("r0")
-    cut_at = time.time()
-    offset_at_cut = old.replication()["master_repl_offset"]
-    new_address = wait_for(lambda: (a := cluster.master_by_sentinels()) and a != old.address and a, 30,
-                           "the sentinels to promote the replica", interval_s=0.05)
-    promoted_s = time.time() - cut_at
-    new = cluster.node_at(new_address)
-    # ... the cut lasts a little longer; the isolated master meanwhile has its own worker and no replica
-    time.sleep(HOLD_AFTER_PROMOTION_S)
-    isolated = old.replication()
-    isolated_errors = old.command("INFO", "errorstats")
-    refused = sum(int(line.split("count=")[1]) for line in isolated_errors.splitlines()
-                  if line.startswith("errorstat_NOREPLICAS"))
-    # Then the link heals, and the old master is made a replica of the new one at once (as the restart
-    # unit does for a killed one; Sentinel alone would demote it about 8 s after it reappears)
-    lab.heal("r0")
-    healed_at = time.time()
-    cluster.make_replica(old, new)
-    wait_for(lambda: cluster.in_sync(new), 30, "the old master to sync as a replica", interval_s=0.05)
-    events = [{"cut_at": cut_at, "old": old.address, "new": new.address, "promoted_s": round(promoted_s, 2),
-               "partition_s": round(healed_at - cut_at, 2), "replica_back_s": round(time.time() - cut_at, 2),
-               "waited_on": len(pending)}]
-    isolated_role = isolated["role"]
+        # When: r0 (the master and worker 1) is cut off mid-run; the sentinels promote the replica
+        wait_for(lambda: len(monitor.call("batch")["acked"]) >= 40, 60, "40 sends to be acknowledged",
+                 interval_s=0.05)
+        batch = monitor.call("batch")
+        pending = [mid for mid in batch["acked"] if mid not in batch["seen"]][-20:]
+        monitor.call("wait_bg", name="partition", message_ids=pending, bound_s=MONITOR_BOUND_S)
+        old = cluster.nodes["redis0"]
+        assert cluster.master_by_sentinels() == old.address
+        lab.cut("r0")
+        cut_at = time.time()
+        events.append({"cut_at": cut_at, "old": old.address})
+        offset_at_cut = old.replication()["master_repl_offset"]
+        new_address = wait_for(lambda: (a := cluster.master_by_sentinels()) and a != old.address and a, 30,
+                               "the sentinels to promote the replica", interval_s=0.05)
+        promoted_s = time.time() - cut_at
+        new = cluster.node_at(new_address)
+        events[0].update(new=new.address, promoted_s=round(promoted_s, 2))
+        # ... the cut lasts a little longer; the isolated master meanwhile has its own worker and no replica
+        time.sleep(HOLD_AFTER_PROMOTION_S)
+        isolated = old.replication()
+        isolated_errors = old.command("INFO", "errorstats")
+        refused = sum(int(line.split("count=")[1]) for line in isolated_errors.splitlines()
+                      if line.startswith("errorstat_NOREPLICAS"))
+        # Its writes during the cut, kept for the diagnosis: the resync after the heal throws them away.
+        aofs["redis0 (isolated, before heal)"] = snapshot_aof(old.directory, tmp_path / "isolated-aof")
+        # Then the link heals, and the old master is made a replica of the new one at once (as the restart
+        # unit does for a killed one; Sentinel alone would demote it about 8 s after it reappears)
+        lab.heal("r0")
+        healed_at = time.time()
+        cluster.make_replica(old, new)
+        events[0]["healed_at"] = healed_at
+        wait_for(lambda: cluster.in_sync(new), 30, "the old master to sync as a replica", interval_s=0.05)
+        events[0].update(partition_s=round(healed_at - cut_at, 2), replica_back_s=round(time.time() - cut_at, 2),
+                         waited_on=len(pending))
+        isolated_role = isolated["role"]
 
-    figures = _check(monitor, out, events, record_figures, workers=2, down_after_ms=cluster.down_after_ms,
-                     results_wait_s=45,
-                     fault="Sentinel: partition isolating the master with one worker (netns, link down), then healed",
-                     data_node_conf=PARTITION_DATA_CONF, isolated_master_role_during_cut=isolated_role,
-                     isolated_master_bytes_written_during_cut=isolated["master_repl_offset"] - offset_at_cut,
-                     isolated_master_writes_refused_noreplicas=refused,
-                     late_figures=lambda: _isolated_side(out, logs, cut_at, healed_at))
-    assert isolated_role == "master"
-    # Nothing the isolated side did was granted without a replica: no grant began on r0 during the cut.
-    assert figures["grants_begun_on_cut_host_during_cut"] == 0, figures
+        figures = _check(monitor, out, events, record_figures, workers=2, down_after_ms=cluster.down_after_ms,
+                         results_wait_s=45,
+                         fault="Sentinel: partition isolating the master with one worker (netns, link down), "
+                               "then healed",
+                         data_node_conf=cluster.data_conf, isolated_master_role_during_cut=isolated_role,
+                         isolated_master_bytes_written_during_cut=isolated["master_repl_offset"] - offset_at_cut,
+                         isolated_master_writes_refused_noreplicas=refused,
+                         late_figures=lambda: _isolated_side(out, logs, cut_at, healed_at))
+        assert isolated_role == "master"
+        # Nothing the isolated side did was granted without a replica: no grant began on r0 during the cut.
+        assert figures["grants_begun_on_cut_host_during_cut"] == 0, figures
+    except BaseException as e:  # an assertion, a wait that timed out, or the test's timeout: explain it
+        print(explain(tmp_path, monitor, events, {**logs, "monitor": monitor.log_path}, aofs, out, e))
+        raise
 
 
 def _isolated_side(out: Path, logs: dict[str, Path], cut_at: float, healed_at: float) -> dict:
@@ -195,33 +208,39 @@ def _run(tmp_path, cluster, start_worker, start_agent, record_figures, failovers
     monitor = start_agent(config)
     out = tmp_path / "products"
     out.mkdir()
-    arg_lists = [[str(out), f"task{i:03d}", f"lk{i % LOCKS}", TASK_S] for i in range(TASKS)]
-    monitor.call("watch", interval_s=0.05)
-    monitor.call("send_batch", actor="fenced_product", arg_lists=arg_lists, pace_s=0.03, retry_s=60)
+    events: list[dict] = []
+    try:
+        arg_lists = [[str(out), f"task{i:03d}", f"lk{i % LOCKS}", TASK_S] for i in range(TASKS)]
+        monitor.call("watch", interval_s=0.05)
+        monitor.call("send_batch", actor="fenced_product", arg_lists=arg_lists, pace_s=0.03, retry_s=60)
 
-    # When: the master is killed with -9 mid-run (and, for two failovers, the new master once it has a replica)
-    events = []
-    for index in range(failovers):
-        wait_for(lambda: len(monitor.call("batch")["acked"]) >= 40 + 60 * index, 60,
-                 f"{40 + 60 * index} sends to be acknowledged", interval_s=0.05)
-        batch = monitor.call("batch")
-        pending = [mid for mid in batch["acked"] if mid not in batch["seen"]][-20:]
-        monitor.call("wait_bg", name=f"failover{index}", message_ids=pending, bound_s=MONITOR_BOUND_S)
-        old = cluster.node_at(cluster.master_by_sentinels())
-        killed_at = time.time()
-        old.kill()
-        new_address = wait_for(lambda: (a := cluster.master_by_sentinels()) and a != old.address and a, 30,
-                               "the sentinels to promote the replica", interval_s=0.05)
-        promoted_s = time.time() - killed_at
-        new = cluster.node_at(new_address)
-        cluster.restart_as_replica(old, new)
-        wait_for(lambda: cluster.in_sync(new), 30, "the old master to sync as a replica", interval_s=0.05)
-        events.append({"killed_at": killed_at, "old": old.address, "new": new.address,
-                       "promoted_s": round(promoted_s, 2), "replica_back_s": round(time.time() - killed_at, 2),
-                       "waited_on": len(pending)})
+        # When: the master is killed with -9 mid-run (and, for two failovers, the new master once it has a replica)
+        for index in range(failovers):
+            wait_for(lambda: len(monitor.call("batch")["acked"]) >= 40 + 60 * index, 60,
+                     f"{40 + 60 * index} sends to be acknowledged", interval_s=0.05)
+            batch = monitor.call("batch")
+            pending = [mid for mid in batch["acked"] if mid not in batch["seen"]][-20:]
+            monitor.call("wait_bg", name=f"failover{index}", message_ids=pending, bound_s=MONITOR_BOUND_S)
+            old = cluster.node_at(cluster.master_by_sentinels())
+            killed_at = time.time()
+            old.kill()
+            events.append({"killed_at": killed_at, "old": old.address})
+            new_address = wait_for(lambda: (a := cluster.master_by_sentinels()) and a != old.address and a, 30,
+                                   "the sentinels to promote the replica", interval_s=0.05)
+            promoted_s = time.time() - killed_at
+            new = cluster.node_at(new_address)
+            events[-1].update(new=new.address, promoted_s=round(promoted_s, 2))
+            cluster.restart_as_replica(old, new)
+            wait_for(lambda: cluster.in_sync(new), 30, "the old master to sync as a replica", interval_s=0.05)
+            events[-1].update(replica_back_s=round(time.time() - killed_at, 2), waited_on=len(pending))
 
-    _check(monitor, out, events, record_figures, fault=fault, workers=len(workers),
-           down_after_ms=cluster.down_after_ms)
+        _check(monitor, out, events, record_figures, fault=fault, workers=len(workers),
+               down_after_ms=cluster.down_after_ms)
+    except BaseException as e:  # an assertion, a wait that timed out, or the test's timeout: explain it
+        logs = {f"worker{i}": w.log_path for i, w in enumerate(workers)}
+        aofs = {n.name: n.directory / "appendonlydir" for n in cluster.data_nodes()}
+        print(explain(tmp_path, monitor, events, {**logs, "monitor": monitor.log_path}, aofs, out, e))
+        raise
 
 
 def _check(monitor, out: Path, events: list[dict], record_figures, fault: str, workers: int, down_after_ms: int,
