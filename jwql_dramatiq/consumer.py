@@ -140,7 +140,8 @@ class WakingConsumer(dramatiq.Consumer):
         writes = getattr(message, "deferred_writes", None) or []
         if not writes:
             self._settle(mode, [message])
-            message.deferred_writes = None  # settled: later writes (after_ack, after_nack hooks) go at once
+            if isinstance(message, dramatiq.MessageProxy):
+                message.deferred_writes = None  # settled: later writes (after_ack, after_nack hooks) go at once
             return
         call = self.broker.settle_call(mode, self.queue_name, [message.options["redis_message_id"]])
 
