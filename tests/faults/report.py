@@ -57,9 +57,11 @@ def _per_failover(key: str) -> Callable[[dict[str, Any]], list[Any]]:
 _SENTINEL_FIGURES: list[tuple[str, Any]] = [
     ("promoted after (s)", _per_failover("promoted_s")),
     ("first task completed on the new master after (s)", _per_failover("first_completion_s")),
-    ("monitor's wait through it (s, bound 30)", lambda e: [w["elapsed_s"] for w in e["monitor_waits"].values()]),
+    ("monitor's wait through it (s, bound 30)",
+     lambda e: [round(w["elapsed_s"], 1) for w in e["monitor_waits"].values()]),
     ("lost", "lost"), ("duplicated products", "duplicated_products"), ("lock granted twice", "lock_granted_twice"),
-    ("fencing tokens repeated", "fencing_tokens_repeated"), ("extra executions", lambda e: e["executions"] - e["tasks"]),
+    ("fencing tokens repeated", "fencing_tokens_repeated"),
+    ("extra executions", lambda e: e["executions"] - e["tasks"]),
     ("sends refused and retried", "failed_send_attempts")]
 _SENTINEL_EXPECTED = ("Every acknowledged send has its result (lost 0), one product per task, no lock held twice at "
                       "once, no fencing token repeated, the monitor's wait ends within its bound, and the first task "

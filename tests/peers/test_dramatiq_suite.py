@@ -169,8 +169,8 @@ def redis_worker(redis_broker, request):
 
 
 @pytest.fixture()
-def redis_result_backend():
-    _flush()
+def redis_result_backend(stub_broker):
+    # The database is flushed by the broker's fixture (before and after), not here: a worker may run.
     return res_backends.RedisBackend(url=URL)
 
 
@@ -195,7 +195,7 @@ def result_backend(request):
 def rate_limiter_backend(request):
     if request.param == "stub":
         return rl_backends.StubBackend()
-    _flush()
+    request.getfixturevalue("stub_broker")  # flushes the database before and after
     return rl_backends.RedisBackend(url=URL)
 '''
 
