@@ -5,6 +5,8 @@ stores the traceback text and raises :class:`TaskResultFailure` on read, which i
 Dramatiq's ``ResultFailure`` (so existing ``except ResultFailure`` code works) and this
 package's :class:`~jwql_dramatiq.errors.TaskFailed` (with ``.traceback_text``). Waits are
 always bounded, and sub-second bounds are rounded up instead of meaning "forever" or "now".
+A blocking wait that the master refuses with ``NOREPLICAS`` (``min-replicas-to-write``: its
+``BRPOPLPUSH`` is a write) polls reads instead, until its bound.
 """
 
 from __future__ import annotations
@@ -16,11 +18,11 @@ from typing import Any
 
 import redis
 from dramatiq.broker import MessageProxy
-from dramatiq.results import ResultFailure, ResultTimeout
+from dramatiq.results import ResultFailure, ResultMissing, ResultTimeout
 from dramatiq.results.backend import DEFAULT_TIMEOUT
 from dramatiq.results.backends.redis import RedisBackend
 
-from .connection import BLOCKING_SLICE_S, is_auth_error, is_outage, redis_unavailable
+from .connection import BLOCKING_SLICE_S, is_auth_error, is_no_replicas, is_outage, redis_unavailable
 from .consumer import defer_write
 from .errors import TaskFailed
 from .outage import ride_through
@@ -29,6 +31,8 @@ from .sentinel import run_durably, wait_settings
 
 #: How long a worker keeps trying to store a result that must reach a replica (seconds), e.g. through a failover.
 DURABLE_STORE_BOUND_S = 60.0
+#: Seconds between reads of a result while the master refuses the blocking wait (a write) with NOREPLICAS.
+NO_REPLICAS_POLL_S = 0.1
 #: Marker Dramatiq puts on stored exceptions.
 _CANARY = "dramatiq.results.Result"
 
@@ -176,6 +180,17 @@ class JwqlResultsBackend(RedisBackend):
                 except ResultTimeout:
                     if time.monotonic() >= deadline - 0.001:
                         raise
+                except redis.ResponseError as e:
+                    if not is_no_replicas(e):
+                        raise
+                    # BRPOPLPUSH is a write, refused while the master lacks replicas (min-replicas-to-write);
+                    # a read is not: poll until the bound instead.
+                    try:
+                        return super().get_result(message)
+                    except ResultMissing:
+                        if time.monotonic() >= deadline - 0.001:
+                            raise ResultTimeout(message) from None
+                        time.sleep(min(NO_REPLICAS_POLL_S, max(0.0, deadline - time.monotonic())))
         except TaskResultFailure as e:
             e.message_id = message.message_id
             raise

@@ -178,6 +178,8 @@ def test_noreplicas_is_an_outage_for_sends_and_locks(tmp_path, strict_cluster):
         wait_for(lambda: cluster.in_sync(master), 10, "the replica to sync")
         held = RedisLock("noreplicas-held", client=broker.client, namespace=config.namespace, lease_s=30)
         assert held.acquire(blocking=False)
+        done, unsent = broker.get_actor("record_span").message(0.0), broker.get_actor("record_span").message(0.0)
+        broker.results_backend.store_result(done, "done", 60_000)
         # Given the master refusing writes: its only replica is gone
         replica.kill()
         wait_for(lambda: not _try_write(master), 10, "the master to refuse writes")
@@ -190,6 +192,12 @@ def test_noreplicas_is_an_outage_for_sends_and_locks(tmp_path, strict_cluster):
         # ... a release too (the lease lapses on its own)
         with pytest.raises(RedisUnavailable, match="NOREPLICAS"):
             held.release()
+        # ... while a caller's blocking wait for a result (BRPOPLPUSH, a write) reads instead, within its bound
+        from dramatiq.results import ResultTimeout
+
+        assert broker.results_backend.get_result(done, block=True, timeout=5_000) == "done"
+        with pytest.raises(ResultTimeout):
+            broker.results_backend.get_result(unsent, block=True, timeout=1_000)
         # ... and a monitor's send rides it through within its bound, once the replica is back
         restart = threading.Thread(target=lambda: (time.sleep(1.0), cluster.restart_as_replica(replica, master)))
         restart.start()
