@@ -10,10 +10,11 @@ from __future__ import annotations
 import time
 from dataclasses import dataclass
 
-from dramatiq.common import q_name
+from dramatiq.common import dq_name, q_name
 from dramatiq.message import Message
 
-from . import states
+from . import keys, states
+from .scripts import TASK_STATE
 from .revoke import REVOKED_KEEP_S, revoked_key
 
 
@@ -70,13 +71,19 @@ def queue_lengths(broker) -> list[QueueLengths]:
     """
     client, ns = broker.client, broker.jwql_config.namespace
     names = known_queues(broker)
+    lists = {name: keys.waiting_list_keys(client, ns, name) for name in names}
     with client.pipeline(transaction=False) as pipe:
         for name in names:
-            pipe.llen(f"{ns}:{name}")
-            pipe.hlen(f"{ns}:{name}.DQ.msgs")
-            pipe.zcard(f"{ns}:{name}.XQ")
-        counts = pipe.execute()
-    return [QueueLengths(name, *counts[3 * i:3 * i + 3]) for i, name in enumerate(names)]
+            for key in lists[name]:
+                pipe.llen(key)
+            pipe.hlen(keys.messages_key(ns, dq_name(name)))
+            pipe.zcard(keys.dead_letters_key(ns, name))
+        counts = iter(pipe.execute())
+    return [QueueLengths(name, sum(next(counts) for _ in lists[name]), next(counts), next(counts)) for name in names]
+
+
+#: Messages purged per pair of round trips.
+PURGE_CHUNK = 2000
 
 
 def purge(broker, queue: str | None = None, dead_letter: bool = False) -> list[dict[str, str]]:
@@ -85,7 +92,9 @@ def purge(broker, queue: str | None = None, dead_letter: bool = False) -> list[d
     Running messages are left alone. The dead-letter queue is kept unless ``dead_letter``.
 
     Delayed messages a worker already holds in memory are failed the same way and skipped
-    when they fall due.
+    when they fall due. Messages go in chunks of :data:`PURGE_CHUNK`: two round trips
+    (read the payloads and their revocations), then one that writes the revocations, failures,
+    states and removals.
 
     Parameters
     ----------
@@ -103,56 +112,63 @@ def purge(broker, queue: str | None = None, dead_letter: bool = False) -> list[d
     client, ns = broker.client, broker.jwql_config.namespace
     ttl_ms = int(broker.jwql_config.result_ttl_s * 1000)
     names = [q_name(queue)] if queue else known_queues(broker)
-    purged = []
+    purged: list[dict[str, str]] = []
     for name in names:
-        for suffix, was in (("", states.QUEUED), (".DQ", states.SCHEDULED)):
-            base = f"{ns}:{name}{suffix}"
+        for queue_name, was in ((name, states.QUEUED), (dq_name(name), states.SCHEDULED)):
+            payloads = keys.messages_key(ns, queue_name)
+            lists = keys.waiting_list_keys(client, ns, queue_name)
             with client.pipeline(transaction=True) as pipe:  # take the waiting ids atomically
-                pipe.lrange(base, 0, -1)
-                pipe.delete(base)
-                waiting, _ = pipe.execute()
-            if suffix:  # also delayed messages a worker holds in memory until due: they will be skipped
-                ids = list(client.hkeys(f"{base}.msgs"))
-            else:
-                ids = waiting
-            for redis_id in ids:
-                try:
-                    item = _purge_one(broker, client.hget(f"{base}.msgs", redis_id), redis_id, name, was, ttl_ms)
-                finally:
-                    if redis_id in waiting:
-                        client.hdel(f"{base}.msgs", redis_id)
-                if item is not None:
-                    purged.append(item)
+                for key in lists:
+                    pipe.lrange(key, 0, -1)
+                pipe.delete(*lists, keys.levels_key(ns, queue_name))
+                waiting = [i for ids in pipe.execute()[:-1] for i in ids]
+            # Delayed messages a worker holds in memory until due are failed too (and skipped when due),
+            # but their payloads stay until that worker settles them.
+            ids = list(client.hkeys(payloads)) if queue_name != name else waiting
+            removed = set(waiting)
+            for start in range(0, len(ids), PURGE_CHUNK):
+                chunk = ids[start:start + PURGE_CHUNK]
+                purged += _purge_chunk(broker, chunk, [i for i in chunk if i in removed], payloads, name, was, ttl_ms)
         if dead_letter:
-            client.delete(f"{ns}:{name}.XQ", f"{ns}:{name}.XQ.msgs")
+            dead = keys.dead_letters_key(ns, name)
+            client.delete(dead, dead + ".msgs")
     if purged:
         client.zremrangebyscore(revoked_key(ns), 0, time.time() - REVOKED_KEEP_S)
     return purged
 
 
-def _purge_one(broker, data: bytes | None, redis_id: bytes, queue: str, was: str,
-               ttl_ms: int) -> dict[str, str] | None:
-    """Fail one taken message as purged; return what to report, or None if there is nothing to."""
-    if data is None:
-        return None
-    try:
-        message = Message.decode(data)
-    except Exception:  # not a message this package can read: removed, and nobody to tell
-        return {"message_id": "", "actor": "", "queue": queue, "was": was,
-                "note": f"undecodable payload (redis id {redis_id.decode(errors='replace')})"}
-    if broker.client.zscore(revoked_key(broker.jwql_config.namespace), message.message_id) is not None:
-        return None  # already revoked or purged: its waiter was told then
-    _fail_as_purged(broker, message, ttl_ms)
-    return {"message_id": message.message_id, "actor": message.actor_name, "queue": queue, "was": was}
-
-
-def _fail_as_purged(broker, message: Message, ttl_ms: int) -> None:
+def _purge_chunk(broker, ids: list[bytes], removed: list[bytes], payloads_key: str, queue: str, was: str,
+                 ttl_ms: int) -> list[dict[str, str]]:
+    """Fail one chunk of taken messages as purged; return what to report."""
     client, ns = broker.client, broker.jwql_config.namespace
-    client.zadd(revoked_key(ns), {message.message_id: time.time()})  # never run it, never overwrite the failure
-    text = (f"task {message.message_id} ({message.actor_name}) was purged from queue "
-            f"{q_name(message.queue_name)!r} before it ran")
-    broker.results_backend.store_failure(message, {"type": "TaskPurged", "msg": text, "traceback": ""}, ttl_ms,
-                                         force=True)
-    states.write_state(client, ns, message.message_id, ttl_ms, mode="force", state=states.PURGED,
-                       purged_at=time.time(), actor=message.actor_name, queue=q_name(message.queue_name),
-                       error=f"TaskPurged: {text}")
+    datas = client.hmget(payloads_key, ids)
+    report, messages = [], []
+    for redis_id, data in zip(ids, datas):
+        if data is None:
+            continue
+        try:
+            messages.append(Message.decode(data))
+        except Exception:  # not a message this package can read: removed, and nobody to tell
+            report.append({"message_id": "", "actor": "", "queue": queue, "was": was,
+                           "note": f"undecodable payload (redis id {redis_id.decode(errors='replace')})"})
+    revoked = client.zmscore(revoked_key(ns), [m.message_id for m in messages]) if messages else []
+    fresh = [m for m, score in zip(messages, revoked) if score is None]  # else its waiter was told already
+
+    def build(pipe) -> None:
+        now = time.time()
+        if fresh:
+            pipe.zadd(revoked_key(ns), {m.message_id: now for m in fresh})  # never run, never overwritten
+        for message in fresh:
+            text = (f"task {message.message_id} ({message.actor_name}) was purged from queue "
+                    f"{q_name(message.queue_name)!r} before it ran")
+            broker.results_backend.queue_failure(pipe, message, {"type": "TaskPurged", "msg": text, "traceback": ""},
+                                                 ttl_ms, force=True)
+            state_keys, state_args = states.state_call(
+                ns, message.message_id, ttl_ms, mode="force", state=states.PURGED, purged_at=now,
+                actor=message.actor_name, queue=q_name(message.queue_name), error=f"TaskPurged: {text}")
+            TASK_STATE.queue(pipe, keys=state_keys, args=state_args)
+        if removed:
+            pipe.hdel(payloads_key, *removed)
+
+    broker.run_pipeline(build)
+    return report + [{"message_id": m.message_id, "actor": m.actor_name, "queue": queue, "was": was} for m in fresh]

@@ -16,96 +16,254 @@ Nothing here runs at import time: :func:`get_broker` builds the broker on first 
 from __future__ import annotations
 
 import threading
+import time
+import uuid
 from typing import Any
 
 import dramatiq
-from dramatiq.brokers.redis import RedisBroker
-from dramatiq.common import current_millis
+import redis
+from dramatiq.common import current_millis, dq_name
+from dramatiq.errors import QueueJoinTimeout
 from dramatiq.message import Message
 from dramatiq.middleware import AgeLimit, Callbacks, CurrentMessage, Middleware, Pipelines, Retries, ShutdownNotifications
 from dramatiq.results import Results
 
-from . import registry
+from . import keys, registry
 from .config import Config, load_config
-from .consumer import WakingConsumer
+from .consumer import KeepFailure, WakingConsumer
 from .connection import is_auth_error, is_outage, redis_unavailable
 from .results import JwqlResultsBackend
-from .revoke import SkipRevoked, revoked_key
+from .revoke import revoked_key
+from .scripts import ENQUEUE, SETTLE, load_all
 from .states import TaskStates
 from .worker_middleware import WorkerMiddleware
 
-#: Longest a wake-up list may grow while no worker is idle (extra tokens only cause a spare fetch).
-WAKE_LIST_MAX = 64
+#: How long dead-lettered messages are kept, in ms (Dramatiq's default: 7 days).
+DEAD_MESSAGE_TTL_MS = 7 * 86_400_000
 
 _broker: "JwqlRedisBroker | None" = None
 _config: Config | None = None
 _lock = threading.RLock()
 
 
-class JwqlRedisBroker(RedisBroker):
-    """Dramatiq's RedisBroker with wake-up on enqueue and errors that name the Redis address.
+class JwqlRedisBroker(dramatiq.Broker):
+    """A Redis broker written on Dramatiq's public :class:`dramatiq.Broker` API, with scripts of its own.
+
+    - A send is one round trip: the payload, the queue, a wake-up token for an idle consumer and
+      whatever middleware adds through :meth:`enqueue_writes` (the task's "queued" state) go in one
+      pipeline (plus ``WAIT`` when the client waits for replicas).
+    - Consumers (:class:`~jwql_dramatiq.consumer.WakingConsumer`) fetch with ``fetch.lua``, which
+      records the worker's heartbeat; the ids they take are held on that heartbeat's lease until
+      ``settle.lua`` acks, dead-letters or requeues them, or the sweeper (``sweep.lua``, the one
+      requeue path) finds the worker dead and puts them back.
+    - The key layout is :mod:`jwql_dramatiq.keys`.
 
     Parameters
     ----------
     config : Config
         The validated configuration.
-    **kwargs
-        Passed to :class:`dramatiq.brokers.redis.RedisBroker`.
+    client : redis.Redis
+        The client every command goes through (no connection is opened here).
+    middleware : list of dramatiq.Middleware, optional
+    namespace : str
+        The key prefix.
+    heartbeat_timeout_ms : int
+        A worker silent this long is dead, and the sweeper requeues what it held.
+    dead_message_ttl_ms : int
+        How long dead letters are kept.
     """
 
-    def __init__(self, config: Config, **kwargs: Any) -> None:
+    def __init__(self, config: Config, *, client: redis.Redis, middleware: list | None = None,
+                 namespace: str = "dramatiq", heartbeat_timeout_ms: int = 60_000,
+                 dead_message_ttl_ms: int = DEAD_MESSAGE_TTL_MS) -> None:
+        super().__init__(middleware=middleware)
         self.jwql_config = config
         self.address = config.redis_address
-        super().__init__(**kwargs)
+        self.client = client
+        self.namespace = namespace
+        self.broker_id = str(uuid.uuid4())
+        self.heartbeat_timeout = heartbeat_timeout_ms
+        self.dead_message_ttl = dead_message_ttl_ms
+        self.queues: set[str] = set()
 
-    @property
-    def consumer_class(self):  # noqa: D102
-        return WakingConsumer
+    # -- dramatiq.Broker ---------------------------------------------------------------------------
 
-    def consume(self, queue_name: str, prefetch: int = 1, timeout: int = 5000):  # noqa: D102
+    def consume(self, queue_name: str, prefetch: int = 1, timeout: int = 5000) -> WakingConsumer:
+        """A consumer of ``queue_name`` holding at most ``prefetch`` messages (``timeout`` is unused:
+        an idle consumer wakes on sends, and polls every ``idle_poll_ms`` of the config)."""
         return WakingConsumer(self, queue_name, prefetch, self.jwql_config.idle_poll_ms)
+
+    def declare_queue(self, queue_name: str) -> None:
+        """Declare ``queue_name`` and its delay queue (no Redis command: queues exist when used)."""
+        if queue_name not in self.queues:
+            self.emit_before("declare_queue", queue_name)
+            self.queues.add(queue_name)
+            self.emit_after("declare_queue", queue_name)
+            delayed = dq_name(queue_name)
+            self.delay_queues.add(delayed)
+            self.emit_after("declare_delay_queue", delayed)
+
+    def get_declared_queues(self) -> set[str]:
+        """The names of the queues declared on this broker."""
+        return self.queues.copy()
+
+    def get_declared_delay_queues(self) -> set[str]:
+        """The names of their delay queues."""
+        return self.delay_queues.copy()
 
     def wake_key(self, queue_name: str) -> str:
         """The list an idle consumer of ``queue_name`` blocks on."""
-        return f"{self.namespace}:__wake__.{queue_name}"
+        return keys.wake_key(self.namespace, queue_name)
 
     def enqueue(self, message: Message, *, delay: int | None = None) -> Message:
-        """Dramatiq's enqueue, then a wake-up push and, when the client waits for replicas, ``WAIT``.
+        """Put ``message`` on its queue (its delay queue with ``delay`` ms) in one round trip.
 
-        ``WAIT`` covers the writes of its own connection, and the enqueue may have used another
-        one: across a failover, to another master (an isolated old master that gets the send
-        when the partition heals, then throws it away as it resyncs). So the same round trip also
-        checks that this master holds the message: its payload (kept until the ack), or a
-        worker's "running" or final state for it. A send that returns has reached a replica of
-        the master that holds it; otherwise it raises :class:`~jwql_dramatiq.sentinel.ReplicaTimeout`
-        (safe to repeat: same message id).
+        With Sentinel's ``WAIT`` on, the same round trip also checks that this master holds the
+        message: its payload (kept until the ack), or a worker's "running" or final state for it.
+        (A send stalled toward an isolated old master can land there when the partition heals,
+        and be thrown away as it resyncs.) A send that returns has reached a replica of the master
+        that holds it; otherwise it raises :class:`~jwql_dramatiq.sentinel.ReplicaTimeout` (safe to
+        repeat: same message id).
+
+        Raises
+        ------
+        RedisUnavailable
+            Redis could not be reached (naming its address).
         """
         from .sentinel import ReplicaTimeout, wait_settings
         from .states import QUEUED, SCHEDULED, task_key
 
+        queue_name = message.queue_name
+        message = message.copy(options={"redis_message_id": str(uuid.uuid4())})
+        if delay is not None:
+            queue_name = dq_name(queue_name)
+            message = message.copy(queue_name=queue_name, options={"eta": current_millis() + delay})
+        self.emit_before("enqueue", message, delay)
+        redis_id = message.options["redis_message_id"]
         replicas, wait_ms = wait_settings(self.client)
-        try:
-            message = super().enqueue(message, delay=delay)
-            key = self.wake_key(message.queue_name)  # the delay queue's own list for delayed messages
-            with self.client.pipeline(transaction=False) as pipe:
-                pipe.rpush(key, current_millis())
-                pipe.ltrim(key, -WAKE_LIST_MAX, -1)
-                if replicas > 0:
-                    pipe.execute_command("WAIT", replicas, wait_ms)
-                    pipe.hexists(f"{self.namespace}:{message.queue_name}.msgs", message.options["redis_message_id"])
-                    pipe.hget(task_key(self.namespace, message.message_id), "state")
-                replies = pipe.execute()
-        except Exception as e:  # an outage (connection.is_outage: NOREPLICAS too) or a refused login
-            if not (is_outage(e) or is_auth_error(e)):
-                raise
-            raise redis_unavailable(e, address=self.address, client=self.client) from None
+
+        actor = self.actors.get(message.actor_name)
+        priority = int(actor.priority) if actor is not None and delay is None else 0  # delays are ordered by eta
+
+        def build(pipe) -> None:
+            ns = self.namespace
+            ENQUEUE.queue(pipe, keys=[keys.priority_queue_key(ns, queue_name, priority), keys.messages_key(ns, queue_name),
+                                      self.wake_key(queue_name), keys.levels_key(ns, queue_name)],
+                          args=[redis_id, message.encode(), current_millis(), keys.WAKE_LIST_MAX, priority])
+            for middleware in self.middleware:
+                writes = getattr(middleware, "enqueue_writes", None)
+                if writes is not None:
+                    writes(self, pipe, message, delay)
+            if replicas > 0:
+                pipe.execute_command("WAIT", replicas, wait_ms)
+                pipe.hexists(keys.messages_key(self.namespace, queue_name), redis_id)
+                pipe.hget(task_key(self.namespace, message.message_id), "state")
+
+        replies = self.run_pipeline(build)
         if replicas > 0:
-            acked, held, state = int(replies[2]), bool(replies[3]), (replies[4] or b"").decode()
+            acked, held, state = int(replies[-3]), bool(replies[-2]), (replies[-1] or b"").decode()
             taken = state not in ("", QUEUED, SCHEDULED)  # a worker here fetched it (or it ended)
             if acked < replicas or not (held or taken):
                 raise ReplicaTimeout(self.address, "enqueue" if held or taken else "enqueue (not on this master)",
                                      replicas, acked if held or taken else 0, wait_ms)
+        self.emit_after("enqueue", message, delay)
         return message
+
+    def flush(self, queue_name: str) -> None:
+        """Drop every message of ``queue_name`` and its delay queue, waiting, held or dead (no waiter is told)."""
+        names = [queue_name, dq_name(queue_name)]
+        doomed = [k for name in names for k in (*keys.waiting_list_keys(self.client, self.namespace, name),
+                                                keys.levels_key(self.namespace, name),
+                                                keys.messages_key(self.namespace, name))]
+        doomed += [keys.dead_letters_key(self.namespace, queue_name),
+                   keys.dead_letters_key(self.namespace, queue_name) + ".msgs"]
+        for name in names:
+            doomed += [k for k in self.client.scan_iter(match=keys.held_key(self.namespace, "*", name), count=1000)]
+        self.client.delete(*doomed)
+
+    def flush_all(self) -> None:
+        """Drop every message of every declared queue."""
+        for queue_name in self.queues:
+            self.flush(queue_name)
+
+    def join(self, queue_name: str, *, interval: int = 100, timeout: int | None = None) -> None:
+        """Wait until ``queue_name`` and its delay queue hold no message (for tests).
+
+        Raises
+        ------
+        dramatiq.QueueJoinTimeout
+            When ``timeout`` (ms) passes first.
+        """
+        deadline = None if timeout is None else time.monotonic() + timeout / 1000
+        while True:
+            with self.client.pipeline(transaction=False) as pipe:
+                pipe.hlen(keys.messages_key(self.namespace, queue_name))
+                pipe.hlen(keys.messages_key(self.namespace, dq_name(queue_name)))
+                if sum(pipe.execute()) == 0:
+                    return
+            if deadline is not None and time.monotonic() >= deadline:
+                raise QueueJoinTimeout(queue_name)
+            time.sleep(interval / 1000)
+
+    # -- used by the consumer, the control channel and the CLI --------------------------------------
+
+    def run_pipeline(self, build) -> list[Any]:
+        """Run the commands ``build(pipe)`` queues in one round trip, loading the scripts on NOSCRIPT.
+
+        Raises
+        ------
+        RedisUnavailable
+            Redis could not be reached.
+        """
+        try:
+            for attempt in (1, 2):
+                with self.client.pipeline(transaction=False) as pipe:
+                    build(pipe)
+                    try:
+                        return pipe.execute()
+                    except redis.exceptions.NoScriptError:
+                        if attempt == 2:
+                            raise
+                        load_all(self.client)  # first use, or Redis restarted: every script is idempotent
+        except Exception as e:  # an outage (connection.is_outage: NOREPLICAS too) or a refused login
+            if not (is_outage(e) or is_auth_error(e)):
+                raise
+            raise redis_unavailable(e, address=self.address, client=self.client) from None
+        raise AssertionError("unreachable")
+
+    def settle(self, mode: str, queue_name: str, redis_ids: list[str], worker_id: str | None = None) -> int:
+        """Ack, nack (dead-letter) or requeue ids held by ``worker_id`` (default: this broker's worker).
+
+        Parameters
+        ----------
+        mode : {"ack", "nack", "requeue"}
+        queue_name : str
+        redis_ids : list of str
+        worker_id : str, optional
+
+        Returns
+        -------
+        int
+            How many ids were still held, and so settled.
+
+        Raises
+        ------
+        redis.RedisError
+            As raised by the client.
+        """
+        if not redis_ids:
+            return 0
+        script, keys_, args = self.settle_call(mode, queue_name, redis_ids, worker_id)
+        return int(script.run(self.client, keys=keys_, args=args))
+
+    def settle_call(self, mode: str, queue_name: str, redis_ids: list[str],
+                    worker_id: str | None = None) -> tuple[Any, list[str], list[Any]]:
+        """The script, KEYS and ARGV of :meth:`settle` (to queue it on a pipeline)."""
+        ns = self.namespace
+        dead = keys.dead_letters_key(ns, queue_name)
+        return (SETTLE, [keys.held_key(ns, worker_id or self.broker_id, queue_name), keys.queue_key(ns, queue_name),
+                         keys.messages_key(ns, queue_name), dead, dead + ".msgs", self.wake_key(queue_name)],
+                [mode, current_millis(), keys.WAKE_LIST_MAX, *redis_ids])
 
 
 class _WorkerDefaults(Middleware):
@@ -150,11 +308,11 @@ def build_broker(config: Config, declare_actors: bool = True) -> JwqlRedisBroker
         Pipelines(),
         Retries(max_retries=0),
         CurrentMessage(),
-        SkipRevoked(),
+        KeepFailure(),
         Results(backend=backend, store_results=True, result_ttl=result_ttl_ms),
         # After Results: after-hooks run in reverse, so a task's final state is recorded before its
         # result, and a caller that has the result never reads "running".
-        TaskStates(config.namespace, result_ttl_ms),
+        TaskStates(config.namespace, result_ttl_ms, revoked_key(config.namespace)),  # also skips revoked messages
         _WorkerDefaults(),
         WorkerMiddleware(),  # boots the worker in after_process_boot; inert elsewhere
     ]
@@ -162,8 +320,7 @@ def build_broker(config: Config, declare_actors: bool = True) -> JwqlRedisBroker
         config,
         client=client,
         namespace=config.namespace,
-        heartbeat_timeout=int(config.heartbeat_timeout_s * 1000),
-        maintenance_chance=config.maintenance_chance,
+        heartbeat_timeout_ms=int(config.heartbeat_timeout_s * 1000),
         middleware=middleware,
     )
     broker.results_backend = backend

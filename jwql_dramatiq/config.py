@@ -82,7 +82,7 @@ class Config:
     warm_up: bool = True
     preload: tuple[str, ...] = ("jwst.pipeline",)
     actor_modules: tuple[str, ...] = ()
-    maintenance_chance: int = 1000
+    maintenance_chance: int = 1000  # no effect (our broker has no maintenance pass); kept so old configs load
     max_cores: str = "auto"
     crds_path: str | None = None
     crds_server_url: str | None = None

@@ -12,21 +12,74 @@ import threading
 from typing import Any
 
 import dramatiq
-from dramatiq.brokers.redis import _RedisConsumer
 from dramatiq.common import current_millis
 from dramatiq.message import Message
+from dramatiq.middleware import Middleware
 from dramatiq.results import Results
 
+from . import keys
 from .connection import BLOCKING_SLICE_S, is_auth_error, is_outage
+from .errors import RedisUnavailable
+from .scripts import FETCH
 
 logger = logging.getLogger(__name__)
 
-class WakingConsumer(_RedisConsumer):
-    """A Redis consumer that, when idle, blocks on its queue's wake-up list instead of sleeping.
 
+class KeepFailure(Middleware):
+    """Keeps the exception a message failed with on its proxy, as ``message.failure``.
+
+    Dramatiq hands the exception to ``after_process_message``; the consumer's nack and the
+    task-state middleware read it from here (Dramatiq keeps its own copy in a private field).
+    """
+
+    def after_process_message(self, broker, message, *, result=None, exception=None) -> None:  # noqa: D102
+        message.failure = exception
+
+    def after_skip_message(self, broker, message) -> None:  # noqa: D102
+        message.failure = None
+
+
+def defer_write(message, script, keys: list, args: list) -> bool:
+    """Queue a script run for ``message``'s ack, in the ack's own round trip; False if it cannot be deferred.
+
+    Only messages fetched by :class:`WakingConsumer` carry the list. Dramatiq retries an ack that
+    meets a connection error until Redis is back, and the deferred writes go with it, so they are
+    written at most once more (every script here is safe to run again) and never lost.
+    """
+    writes = getattr(message, "deferred_writes", None)
+    if not isinstance(writes, list):
+        return False
+    writes.append((script, keys, args))
+    return True
+
+
+def failure_of(message) -> BaseException | None:
+    """The exception ``message`` failed with (see :class:`KeepFailure`), or None."""
+    return getattr(message, "failure", None)
+
+
+def results_options(broker, message) -> tuple[bool, int | None]:
+    """Whether ``message``'s result is stored, and for how long (ms), as the Results middleware decides.
+
+    Returns ``(False, None)`` when the broker has no Results middleware or the actor is unknown.
+    """
+    results = next((m for m in broker.middleware if isinstance(m, Results)), None)
+    if results is None or message.actor_name not in broker.actors:
+        return False, None
+    options = broker.get_actor(message.actor_name).options
+    store = message.options.get("store_results", options.get("store_results", results.store_results))
+    ttl_ms = message.options.get("result_ttl", options.get("result_ttl", results.result_ttl))
+    return bool(store), ttl_ms
+
+
+class WakingConsumer(dramatiq.Consumer):
+    """A consumer of one queue on :class:`~jwql_dramatiq.broker.JwqlRedisBroker` (``fetch.lua``, ``settle.lua``).
+
+    When idle it blocks on its queue's wake-up list instead of sleeping through a poll back-off.
     A consumer with a full prefetch sleeps instead of blocking, so that wake-up tokens go to
-    consumers that can take the message. Every pass still runs a fetch, which is what
-    records the worker's heartbeat, so heartbeats keep at most ``timeout`` ms apart.
+    consumers that can take the message. Every pass still runs a fetch, which is what records
+    the worker's heartbeat (the lease its held messages live on), so heartbeats keep at most
+    ``timeout`` ms apart.
 
     It also refuses, instead of crashing on or silently dropping, a message it cannot run: a
     payload that is not a JSON message (pickles are never unpickled), one larger than
@@ -39,44 +92,123 @@ class WakingConsumer(_RedisConsumer):
     nack (so Dramatiq retries both until Redis is back), and a success whose result is missing at
     the ack is requeued to run again (see :meth:`_result_lost`). A timeout is a connection error
     too (a partition times out rather than closes), so Dramatiq restarts the consumer.
+
+    Parameters
+    ----------
+    broker : JwqlRedisBroker
+    queue_name : str
+    prefetch : int
+        Most messages held at once.
+    timeout : int
+        Longest idle wait between fetches, in ms.
     """
 
-    def __init__(self, *args: Any, **kwargs: Any) -> None:
-        super().__init__(*args, **kwargs)
+    def __init__(self, broker, queue_name: str, prefetch: int, timeout: int) -> None:
+        self.broker = broker
+        self.queue_name = queue_name
+        self.prefetch = prefetch
+        self.timeout = timeout
+        #: (redis id, payload) pairs fetched and not yet handed to the worker.
+        self.message_cache: list[tuple[str, bytes]] = []
+        #: Message ids handed to the worker and not yet settled.
+        self.queued_message_ids: set[str] = set()
         self._slot_freed = threading.Event()
         # message id -> eta (ms) of delayed messages handed to the worker and not yet acked:
         # the delay-queue consumer wakes when the earliest is due instead of after a poll.
         self._etas: dict[str, int] = {}
+        self._last_beat_ms = 0
+        ns = broker.namespace
+        self._fetch_keys = [keys.heartbeats_key(ns), keys.queue_key(ns, queue_name),
+                            keys.messages_key(ns, queue_name), keys.held_key(ns, broker.broker_id, queue_name),
+                            keys.levels_key(ns, queue_name)]
+
+    @property
+    def outstanding_message_count(self) -> int:
+        """Messages fetched and not yet settled."""
+        return len(self.queued_message_ids) + len(self.message_cache)
+
+    def _settle(self, mode: str, messages) -> None:
+        try:
+            self.broker.settle(mode, self.queue_name, [m.options["redis_message_id"] for m in messages])
+        except Exception as e:  # Dramatiq retries the ack until Redis is back (is_outage: NOREPLICAS too)
+            if not (is_outage(e) or is_auth_error(e)):
+                raise
+            raise dramatiq.ConnectionClosed(e) from None
+
+    def _finish(self, message, mode: str) -> None:
+        """Ack or nack ``message`` with its deferred writes (final state, result) in one round trip."""
+        writes = getattr(message, "deferred_writes", None) or []
+        if not writes:
+            self._settle(mode, [message])
+            if isinstance(message, dramatiq.MessageProxy):
+                message.deferred_writes = None  # settled: later writes (after_ack, after_nack hooks) go at once
+            return
+        call = self.broker.settle_call(mode, self.queue_name, [message.options["redis_message_id"]])
+
+        def build(pipe) -> None:
+            for script, keys_, args in [*writes, call]:
+                script.queue(pipe, keys=keys_, args=args)
+
+        self.broker.run_pipeline(build)
+        message.deferred_writes = None
 
     def ack(self, message) -> None:  # noqa: D102
         try:
             if self._result_lost(message):
                 return
-            super().ack(message)
-        except Exception as e:  # Dramatiq retries the ack until Redis is back (is_outage: NOREPLICAS too)
-            if not (is_outage(e) or is_auth_error(e)):
-                raise
+            self._finish(message, "ack")
+        except RedisUnavailable as e:
             raise dramatiq.ConnectionClosed(e) from None
         finally:
-            self._etas.pop(message.message_id, None)
-            self._slot_freed.set()
+            self._forget(message)
 
     def nack(self, message) -> None:  # noqa: D102
         try:
-            # Dramatiq stores the failure after the nack and drops it if Redis is down then: store it
-            # first, so that a failed store raises here and Dramatiq retries the whole nack.
-            exception = getattr(message, "_exception", None)
-            ttl_ms = self._result_ttl_ms(message)
-            if exception is not None and ttl_ms is not None:
-                self.broker.results_backend.store_exception(message, exception, ttl_ms)
-            super().nack(message)
+            # Dramatiq's Results stores the failure after the nack and drops it if Redis is down then:
+            # store it first (once: the backend then skips Results' own store), so that a failed store
+            # raises here and Dramatiq retries the whole nack.
+            exception = failure_of(message)
+            store, ttl_ms = results_options(self.broker, message)
+            backend = self._own_backend()
+            if exception is not None and store and backend is not None:
+                backend.store_exception(message, exception, ttl_ms)  # deferred to the nack's round trip
+            self._finish(message, "nack")
+        except RedisUnavailable as e:
+            raise dramatiq.ConnectionClosed(e) from None
         except Exception as e:  # is_outage: NOREPLICAS too
             if not (is_outage(e) or is_auth_error(e)):
                 raise
             raise dramatiq.ConnectionClosed(e) from None
         finally:
-            self._etas.pop(message.message_id, None)
-            self._slot_freed.set()
+            self._forget(message)
+
+    def requeue(self, messages) -> None:  # noqa: D102
+        messages = list(messages)
+        if messages:
+            logger.debug("Requeueing %d message(s) on queue %r.", len(messages), self.queue_name)
+            self._settle("requeue", messages)
+
+    def close(self) -> None:  # noqa: D102
+        self.message_cache = []
+
+    def _forget(self, message) -> None:
+        self.queued_message_ids.discard(message.message_id)
+        self._etas.pop(message.message_id, None)
+        self._slot_freed.set()
+
+    def _own_backend(self):
+        """The Results middleware's backend if it is ours (which keeps the marks this consumer reads)."""
+        from .results import JwqlResultsBackend
+
+        results = next((m for m in self.broker.middleware if isinstance(m, Results)), None)
+        backend = results.backend if results is not None else None
+        return backend if isinstance(backend, JwqlResultsBackend) else None
+
+    def _fetch(self, count: int) -> list[tuple[str, bytes]]:
+        self._last_beat_ms = current_millis()
+        reply = FETCH.run(self.broker.client, keys=self._fetch_keys,
+                          args=[current_millis(), self.broker.broker_id, count])
+        return [((i.decode() if isinstance(i, bytes) else i), p) for i, p in zip(reply[::2], reply[1::2])]
 
     def _idle_wait_s(self) -> float:
         wait_s = min(self.timeout / 1000, BLOCKING_SLICE_S)
@@ -88,27 +220,30 @@ class WakingConsumer(_RedisConsumer):
         try:
             while True:
                 if self.message_cache:
-                    data = self.message_cache.pop(0)
-                    if data is None:
-                        continue
-                    message = self._accept(data)
+                    redis_id, data = self.message_cache.pop(0)
+                    message = self._accept(redis_id, data)
                     if message is None:  # refused and dead-lettered
                         continue
                     self.queued_message_ids.add(message.message_id)
                     if "eta" in message.options:
                         self._etas[message.message_id] = int(message.options["eta"])
-                    return dramatiq.MessageProxy(message)
+                    proxy = dramatiq.MessageProxy(message)
+                    if self.queue_name == keys.queue_name_of(self.queue_name):
+                        proxy.deferred_writes = []  # see defer_write (not on the delay queue: acked on moving)
+                    return proxy
 
                 idle = self.outstanding_message_count < self.prefetch
                 if idle:
-                    self.message_cache = self.broker.do_fetch(self.queue_name, self.prefetch - self.outstanding_message_count)
+                    self.message_cache = self._fetch(self.prefetch - self.outstanding_message_count)
                     if self.message_cache:
                         continue
                     wait_s = self._idle_wait_s()
                     if wait_s > 0:
                         self.broker.client.blpop([self.broker.wake_key(self.queue_name)], timeout=wait_s)
                 else:
-                    self.broker.do_fetch(self.queue_name, 0)  # heartbeat only
+                    if current_millis() - self._last_beat_ms >= self.timeout:
+                        self._fetch(0)  # heartbeat only, every ``timeout`` ms while busy
+
                     # Wake as soon as the running message is acked, to fetch the next at once.
                     self._slot_freed.wait(self._idle_wait_s())
                     self._slot_freed.clear()
@@ -128,11 +263,10 @@ class WakingConsumer(_RedisConsumer):
 
     def _result_ttl_ms(self, message) -> int | None:
         """How long ``message``'s result is kept (ms), or None if it is not stored."""
-        results = next((m for m in self.broker.middleware if isinstance(m, Results)), None)
-        if results is None:
+        store, ttl_ms = results_options(self.broker, message)
+        if not store:
             return None
-        store, ttl_ms = results._lookup_options(self.broker, message)
-        return int(ttl_ms if ttl_ms is not None else self.broker.jwql_config.result_ttl_s * 1000) if store else None
+        return int(ttl_ms if ttl_ms is not None else self.broker.jwql_config.result_ttl_s * 1000)
 
     def _result_lost(self, message) -> bool:
         """Requeue a succeeded message whose result is missing, and say so.
@@ -143,7 +277,7 @@ class WakingConsumer(_RedisConsumer):
         at most :attr:`RESULT_RERUNS_MAX` times) gives the caller its result.
         """
         ttl_ms = self._result_ttl_ms(message)
-        if self.queue_name.endswith(".DQ") or getattr(message, "_exception", None) is not None \
+        if self.queue_name.endswith(".DQ") or failure_of(message) is not None or self._own_backend() is None \
                 or ttl_ms is None or ttl_ms < self.RESULT_TTL_CHECKED_MS:
             return False  # moved from the delay queue, a failure (nack) or a retry: no result is expected yet
         if getattr(message, "result_stored", False):  # set by the results backend once Redis took it
@@ -162,13 +296,12 @@ class WakingConsumer(_RedisConsumer):
         logger.warning("The result of message %s (%s) was not stored (was Redis unreachable when it finished?); "
                        "requeueing it to run again rather than leave its caller waiting.",
                        message.message_id, message.actor_name)
-        self.requeue([message])
-        self.queued_message_ids.discard(message.message_id)
+        self._settle("requeue", [message])
         return True
 
     # -- refusing what cannot run ------------------------------------------------------------------
 
-    def _accept(self, data: bytes) -> Message | None:
+    def _accept(self, redis_id: str, data: bytes) -> Message | None:
         """Decode a fetched payload as a JSON message, or dead-letter it and return None."""
         limit = self.broker.jwql_config.max_message_bytes
         fields: Any = None
@@ -178,30 +311,30 @@ class WakingConsumer(_RedisConsumer):
             hint = ""
             if data[:1] == b"\x80":
                 hint = f": it looks like a pickle (protocol {data[1]}); messages are JSON only and are never unpickled"
-            self._refuse(data, None, "MessageNotDecodable", f"the payload is not UTF-8 JSON{hint}")
+            self._refuse(redis_id, data, None, "MessageNotDecodable", f"the payload is not UTF-8 JSON{hint}")
             return None
         if len(data) > limit:
             try:
                 fields = json.loads(text)
             except ValueError:
                 fields = None
-            self._refuse(data, fields, "MessageTooLarge",
+            self._refuse(redis_id, data, fields, "MessageTooLarge",
                          f"the message is {len(data)} bytes, more than max_message_bytes ({limit})")
             return None
         try:
             fields = json.loads(text)
         except ValueError as e:
-            self._refuse(data, None, "MessageNotDecodable", f"the payload is not JSON ({e})")
+            self._refuse(redis_id, data, None, "MessageNotDecodable", f"the payload is not JSON ({e})")
             return None
         problem = self._check_fields(fields)
         if problem:
-            self._refuse(data, fields if isinstance(fields, dict) else None, "MessageNotDecodable",
+            self._refuse(redis_id, data, fields if isinstance(fields, dict) else None, "MessageNotDecodable",
                          f"the payload is not a Dramatiq message: {problem}")
             return None
         message = Message(**{**fields, "args": tuple(fields["args"])})
         if message.actor_name not in self.broker.actors:
             known = ", ".join(sorted(self.broker.actors))
-            self._refuse(data, fields, "ActorNotFound",
+            self._refuse(redis_id, data, fields, "ActorNotFound",
                          f"no actor named {message.actor_name!r} is declared on this worker (queue "
                          f"{self.queue_name!r}); its actors are: {known}")
             return None
@@ -227,12 +360,12 @@ class WakingConsumer(_RedisConsumer):
                 return f"field {name!r} must be a JSON {names[kinds[0]]}, got {type(value).__name__} {value!r:.40}"
         return None
 
-    def _refuse(self, data: bytes, fields: dict | None, type_name: str, reason: str) -> None:
+    def _refuse(self, redis_id: str, data: bytes, fields: dict | None, type_name: str, reason: str) -> None:
         """Dead-letter ``data``, log one line, and fail the caller's result when its id is known."""
 
         from .errors import TaskFailed
 
-        ids = self._dead_letter(data)
+        ids = [redis_id] if self.broker.settle("nack", self.queue_name, [redis_id]) else []
         message_id = fields.get("message_id") if isinstance(fields, dict) else None
         actor_name = fields.get("actor_name") if isinstance(fields, dict) else None
         what = f"message {message_id}" if isinstance(message_id, str) else f"a {len(data)}-byte payload"
@@ -248,27 +381,11 @@ class WakingConsumer(_RedisConsumer):
                           args=(), kwargs={}, options=options, message_id=message_id, message_timestamp=0)
         proxy = dramatiq.MessageProxy(message)
         proxy.fail()
-        proxy.stuff_exception(TaskFailed(type_name, f"{what} was refused: {reason}", "", message_id))
+        proxy.failure = TaskFailed(type_name, f"{what} was refused: {reason}", "", message_id)
+        proxy.stuff_exception(proxy.failure)  # what Dramatiq's Results reads at after_nack
         self.broker.emit_after("nack", proxy)  # the results (for a known actor), task state, on_failure callbacks
         if message.actor_name not in self.broker.actors:
             # Results' after_nack skips unknown actors (#448): store the failure so the caller stops waiting.
             ttl_ms = int(self.broker.jwql_config.result_ttl_s * 1000)
             self.broker.results_backend.store_failure(
                 message, {"type": type_name, "msg": f"{what} was refused: {reason}", "traceback": ""}, ttl_ms)
-
-    def _dead_letter(self, data: bytes) -> list[str]:
-        """Move every message this consumer holds whose payload is ``data`` to the dead-letter queue.
-
-        The payload's own ``redis_message_id`` cannot be trusted (it may not decode at all), so
-        the ids are found in this consumer's ack set, which holds at most ``prefetch`` entries.
-        """
-        broker = self.broker
-        acks = f"{broker.namespace}:__acks__.{broker.broker_id}.{self.queue_name}"
-        ids = sorted(broker.client.smembers(acks))
-        if not ids:
-            return []
-        payloads = broker.client.hmget(f"{broker.namespace}:{self.queue_name}.msgs", ids)
-        matched = [i.decode() for i, payload in zip(ids, payloads) if payload == data]
-        for redis_id in matched:
-            broker.do_nack(self.queue_name, redis_id)
-        return matched

@@ -29,6 +29,7 @@ from typing import Any
 import redis
 
 from .connection import BLOCKING_SLICE_S
+from .keys import heartbeats_key, held_key
 
 logger = logging.getLogger(__name__)
 
@@ -62,11 +63,6 @@ def workers_key(namespace: str) -> str:
 def control_key(namespace: str, worker_id: str) -> str:
     """The list a worker takes commands from."""
     return f"{namespace}:control:{worker_id}"
-
-
-def heartbeats_key(namespace: str) -> str:
-    """Dramatiq's heartbeat sorted set (worker id -> last seen, ms)."""
-    return f"{namespace}:__heartbeats__"
 
 
 def send_command(client: redis.Redis, namespace: str, worker_id: str, command: dict[str, Any]) -> None:
@@ -326,12 +322,9 @@ class WorkerControl:
 
         broker = self.broker
         for queue_name in sorted(set(broker.get_declared_queues()) | set(broker.delay_queues)):
-            acks = f"{self.namespace}:__acks__.{self.worker_id}.{queue_name}"
-            ids = [i.decode() for i in self.client.smembers(acks)]
+            ids = [i.decode() for i in self.client.smembers(held_key(self.namespace, self.worker_id, queue_name))]
             if ids:
-                broker.do_requeue(queue_name, *ids)
-                if not queue_name.endswith(".DQ"):
-                    self.client.rpush(broker.wake_key(queue_name), int(time.time() * 1000))
+                broker.settle("requeue", queue_name, ids)  # also wakes an idle consumer
                 logger.warning("Requeued %d message(s) on %s.", len(ids), queue_name)
         if current is not None:
             ttl_ms = int(broker.jwql_config.result_ttl_s * 1000)

@@ -23,6 +23,7 @@ from dramatiq.results.backend import DEFAULT_TIMEOUT
 from dramatiq.results.backends.redis import RedisBackend
 
 from .connection import BLOCKING_SLICE_S, is_auth_error, is_no_replicas, is_outage, redis_unavailable
+from .consumer import defer_write
 from .errors import TaskFailed
 from .outage import ride_through
 from .scripts import STORE_RESULT
@@ -88,10 +89,27 @@ class JwqlResultsBackend(RedisBackend):
         self.durable_store_bound_s = DURABLE_STORE_BOUND_S
 
     def store_result(self, message, result: Any, ttl: int) -> None:
+        """Store ``result``; one that is not JSON-encodable is stored as a failure naming its type.
+
+        The task ran once and its caller learns why there is no value, at once (Dramatiq's own
+        backend raises here, and the run's result is then missing at the ack).
+        """
+        try:
+            self.encoder.encode(result)
+        except (TypeError, ValueError) as e:
+            text = (f"actor {message.actor_name!r} returned a {type(result).__name__}, which cannot be stored as "
+                    f"a JSON result ({e}); return JSON types (str, int, float, bool, None, list, dict)")
+            self.store_failure(message, {"type": "ResultNotEncodable", "msg": text, "traceback": ""}, ttl)
+            return
         self._store_guarded(message, result, ttl, force=False)
 
     def store_exception(self, message, exception: BaseException, ttl: int) -> None:
+        """Store the failure ``exception`` (once: the consumer stores it before the nack, Results again after)."""
+        if getattr(message, "failure_stored", False):
+            return
         self.store_failure(message, describe_exception(exception), ttl)
+        if isinstance(message, MessageProxy):
+            message.failure_stored = True
 
     def store_failure(self, message, exn: dict[str, str], ttl: int, force: bool = False) -> None:
         """Store a failure record ``{"type", "msg", "traceback"}`` as ``message``'s result.
@@ -107,13 +125,27 @@ class JwqlResultsBackend(RedisBackend):
         """
         self._store_guarded(message, {"__t": _CANARY, "exn": exn}, ttl, force=force)
 
-    def _store_guarded(self, message, payload: Any, ttl: int, force: bool) -> None:
+    def queue_failure(self, pipe, message, exn: dict[str, str], ttl: int, force: bool = False) -> None:
+        """Queue :meth:`store_failure`'s write on ``pipe`` (no ``WAIT``: the caller waits once for the lot)."""
+        keys, args = self._store_call(message, {"__t": _CANARY, "exn": exn}, ttl, force)
+        STORE_RESULT.queue(pipe, keys=keys, args=args)
+
+    def _store_call(self, message, payload: Any, ttl: int, force: bool) -> tuple[list[Any], list[Any]]:
         # A revoked task's late result must not replace the "revoked" failure its waiter got, nor
         # a duplicate run's late failure a success (store_result.lua).
         keys = [self.build_message_key(message), self.revoked_key]
         args = [message.message_id, self.encoder.encode(payload), ttl, "1" if force else "0",
                 "1" if _is_failure(payload) else "0"]
-        if wait_settings(self.client)[0] <= 0:
+        return keys, args
+
+    def _store_guarded(self, message, payload: Any, ttl: int, force: bool) -> None:
+        keys, args = self._store_call(message, payload, ttl, force)
+        durable = wait_settings(self.client)[0] > 0
+        if not durable and not force and defer_write(message, STORE_RESULT, keys, args):
+            # Written with the ack, in its round trip (a retried ack writes it again: the script keeps one).
+            message.result_stored = True
+            return
+        if not durable:
             STORE_RESULT.run(self.client, keys=keys, args=args)
         else:
             # Sentinel: the result must reach a replica before the message is acked; ride through a

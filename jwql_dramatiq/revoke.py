@@ -11,10 +11,10 @@ import time
 from dataclasses import dataclass
 
 import redis
+from dramatiq.common import dq_name
 from dramatiq.message import Message
-from dramatiq.middleware import Middleware, SkipMessage
 
-from . import states
+from . import keys, states
 
 #: How long revocations are remembered, in seconds (longer than any task may wait or run).
 REVOKED_KEEP_S = 7 * 86_400
@@ -93,15 +93,7 @@ def revoke(message_id: str, terminate: bool = False, broker=None) -> RevokeOutco
 
 
 def _remove_waiting(client: redis.Redis, namespace: str, queue: str, redis_id: str) -> None:
-    for name in (queue, f"{queue}.DQ"):
-        base = f"{namespace}:{name}"
-        if client.lrem(base, 0, redis_id):
-            client.hdel(f"{base}.msgs", redis_id)
-
-
-class SkipRevoked(Middleware):
-    """Skips a revoked message when a worker gets to it (e.g. a delayed one already in memory)."""
-
-    def before_process_message(self, broker, message) -> None:  # noqa: D102
-        if is_revoked(broker.client, broker.jwql_config.namespace, message.message_id):
-            raise SkipMessage(f"message {message.message_id} was revoked")
+    for name in (queue, dq_name(queue)):
+        for key in keys.waiting_list_keys(client, namespace, name):
+            if client.lrem(key, 0, redis_id):
+                client.hdel(keys.messages_key(namespace, name), redis_id)

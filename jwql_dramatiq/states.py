@@ -30,7 +30,7 @@ from typing import Any
 
 import redis
 from dramatiq.common import q_name
-from dramatiq.middleware import Middleware
+from dramatiq.middleware import Middleware, SkipMessage
 
 from .control import worker_hostname
 from .scripts import TASK_STATE
@@ -108,6 +108,19 @@ def write_state(client: redis.Redis, namespace: str, message_id: str, ttl_ms: in
     redis.RedisError
         As raised by the client.
     """
+    keys, args = state_call(namespace, message_id, ttl_ms, also=also, mode=mode, **fields)
+    return bool(TASK_STATE.run(client, keys=keys, args=args))
+
+
+def state_call(namespace: str, message_id: str, ttl_ms: int, also: tuple[str, dict[str, Any]] | None = None,
+               mode: str = "guard", **fields: Any) -> tuple[list[Any], list[Any]]:
+    """The KEYS and ARGV of ``task_state.lua`` for :func:`write_state` (to run it, or queue it on a pipeline).
+
+    Raises
+    ------
+    ValueError
+        For an unknown ``mode``.
+    """
     if mode not in MODES:
         raise ValueError(f"mode must be one of {MODES}, got {mode!r}")
     task_fields = [x for k, v in fields.items() if v is not None for x in (k, _encode(v))]
@@ -116,7 +129,7 @@ def write_state(client: redis.Redis, namespace: str, message_id: str, ttl_ms: in
     if also is not None and also[1]:
         keys.append(also[0])
         args.extend(x for k, v in also[1].items() for x in (k, _encode(v)))
-    return bool(TASK_STATE.run(client, keys=keys, args=args))
+    return keys, args
 
 
 @dataclass(frozen=True)
@@ -231,9 +244,10 @@ class TaskStates(Middleware):
         How long records are kept, in milliseconds; the same as results.
     """
 
-    def __init__(self, namespace: str, ttl_ms: int) -> None:
+    def __init__(self, namespace: str, ttl_ms: int, revoked_key: str | None = None) -> None:
         self.namespace = namespace
         self.ttl_ms = ttl_ms
+        self.revoked_key = revoked_key
         self.host = worker_hostname()
         #: The worker's :class:`~jwql_dramatiq.control.WorkerControl`, set when a worker boots.
         self.control = None
@@ -252,6 +266,12 @@ class TaskStates(Middleware):
         except redis.RedisError:  # states are advisory: never fail a task for them
             pass
 
+    def _call(self, message, worker_fields: dict[str, Any] | None, mode: str = "guard",
+              **fields: Any) -> tuple[list[Any], list[Any]]:
+        also = (self.control.key, worker_fields) if self.control is not None and worker_fields else None
+        return state_call(self.namespace, message.message_id, self.ttl_ms, also=also, mode=mode,
+                          actor=message.actor_name, queue=q_name(message.queue_name), **fields)
+
     def _take_pending(self, message) -> dict[str, Any] | None:
         pending = getattr(self._pending, "value", None)
         if pending is not None and pending[0] == message.message_id:
@@ -259,16 +279,23 @@ class TaskStates(Middleware):
             return pending[1]
         return None
 
-    def after_enqueue(self, broker, message, delay) -> None:  # noqa: D102
-        # A delayed message is enqueued twice: on its delay queue, then on its queue when due.
-        # A failed run that Retries sends again arrives here too, with its worker's fields pending.
-        state = SCHEDULED if delay else QUEUED
-        self._write(broker, message, self._take_pending(message), mode="enqueue", state=state,
-                    eta=message.options.get("eta") if delay else None,
-                    redis_id=message.options.get("redis_message_id"), enqueued_at=time.time(),
-                    **described_arguments(message))
+    def enqueue_writes(self, broker, pipe, message, delay) -> None:
+        """Queue the "queued" (or "scheduled") state on the broker's send pipeline (same round trip).
+
+        A delayed message is enqueued twice: on its delay queue, then on its queue when due. A
+        failed run that Retries sends again arrives here too, with its worker's fields pending.
+        """
+        fields = {"state": SCHEDULED if delay else QUEUED, "eta": message.options.get("eta") if delay else None,
+                  "redis_id": message.options.get("redis_message_id"), "enqueued_at": time.time(),
+                  "actor": message.actor_name, "queue": q_name(message.queue_name), **described_arguments(message)}
+        worker_fields = self._take_pending(message)
+        also = (self.control.key, worker_fields) if self.control is not None and worker_fields else None
+        keys, args = state_call(self.namespace, message.message_id, self.ttl_ms, also=also, mode="enqueue", **fields)
+        TASK_STATE.queue(pipe, keys=keys, args=args)
 
     def before_process_message(self, broker, message) -> None:  # noqa: D102
+        # One round trip: is it revoked (then skip it; the state write is refused, "revoked" being
+        # final), and record "running" with this worker's record.
         worker_fields = None
         stale = getattr(self._pending, "value", None)  # a failed run neither nacked nor retried
         self._pending.value = None
@@ -276,17 +303,34 @@ class TaskStates(Middleware):
             self.control.current = {"message_id": message.message_id, "queue_name": message.queue_name,
                                     "redis_message_id": message.options.get("redis_message_id")}
             worker_fields = {**(stale[1] if stale else {}), **self.control.record_fields(busy_with=message)}
-        self._write(broker, message, worker_fields, state=RUNNING, started_at=time.time(), host=self.host,
-                    worker=broker.broker_id, pid=os.getpid(), redis_id=message.options.get("redis_message_id"))
+        call = self._call(message, worker_fields, state=RUNNING, started_at=time.time(), host=self.host,
+                          worker=broker.broker_id, pid=os.getpid(), redis_id=message.options.get("redis_message_id"))
+        try:
+            with broker.client.pipeline(transaction=False) as pipe:
+                if self.revoked_key:
+                    pipe.zscore(self.revoked_key, message.message_id)
+                TASK_STATE.queue(pipe, keys=call[0], args=call[1])
+                replies = pipe.execute(raise_on_error=False)
+        except redis.RedisError:  # states are advisory; a revocation is also kept by the result's guard
+            return
+        if isinstance(replies[-1], redis.exceptions.NoScriptError):
+            self._write(broker, message, worker_fields, state=RUNNING, started_at=time.time(), host=self.host,
+                        worker=broker.broker_id, pid=os.getpid(), redis_id=message.options.get("redis_message_id"))
+        if self.revoked_key and replies[0] is not None and not isinstance(replies[0], Exception):
+            raise SkipMessage(f"message {message.message_id} was revoked")
 
     def after_process_message(self, broker, message, *, result=None, exception=None) -> None:  # noqa: D102
+        from .consumer import defer_write
+
         worker_fields = None
         if self.control is not None:
             self.control.current = None
             self.tasks_done += 1
             worker_fields = {**self.control.record_fields(done=True), "tasks_done": self.tasks_done}
         if exception is None:
-            self._write(broker, message, worker_fields, state=SUCCEEDED, finished_at=time.time())
+            call = self._call(message, worker_fields, state=SUCCEEDED, finished_at=time.time())
+            if not defer_write(message, TASK_STATE, *call):  # with the ack, in its round trip
+                self._write(broker, message, worker_fields, state=SUCCEEDED, finished_at=time.time())
         else:
             # Retries decides after this hook whether the message fails (after_nack) or runs again
             # (after_enqueue): record the outcome there, with this worker's fields.
@@ -295,7 +339,9 @@ class TaskStates(Middleware):
     def after_nack(self, broker, message) -> None:  # noqa: D102
         from .results import describe_exception
 
-        exception = getattr(message, "_exception", None)
+        from .consumer import failure_of
+
+        exception = failure_of(message)
         error = "message rejected"
         state = FAILED
         if exception is not None:

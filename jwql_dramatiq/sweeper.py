@@ -1,9 +1,10 @@
 """The dead-worker sweeper: a thread in every worker that requeues what dead workers had taken.
 
-Dramatiq's Redis broker requeues a dead worker's unacked messages only in its maintenance pass,
-which a command runs with probability ``maintenance_chance``/1e6 and only for that command's
-queue (Dramatiq issues #64 and #527): a ``kill -9``'d worker's message comes back after the
-heartbeat timeout *plus* a random delay. The sweeper makes that bound deterministic: every
+It is the one path that puts a dead worker's messages back: the ids a worker fetched are held on
+the lease of its heartbeat (:mod:`jwql_dramatiq.keys`), and the sweeper ends lapsed leases.
+(Dramatiq's own Redis broker does this only in a maintenance pass that a command runs with
+probability ``maintenance_chance``/1e6 and only for that command's queue, Dramatiq issues #64 and
+#527; our broker has no such pass.) The bound is deterministic: every
 ``sweep_interval_s`` (default: a quarter of ``heartbeat_timeout_s``) each worker runs
 ``scripts/sweep.lua``, which for every worker whose heartbeat is older than
 ``heartbeat_timeout_s`` puts its unacked messages back on every declared queue and delay queue,
@@ -31,12 +32,11 @@ from dramatiq.common import current_millis
 
 from .connection import redis_unavailable
 from .errors import RedisAuthFailed
+from .keys import WAKE_LIST_MAX, heartbeats_key
 from .scripts import SWEEP
 
 logger = logging.getLogger(__name__)
 
-#: Longest a wake-up list may grow (as :data:`jwql_dramatiq.broker.WAKE_LIST_MAX`).
-WAKE_LIST_MAX = 64
 
 
 def sweep_interval_s(config) -> float:
@@ -104,7 +104,7 @@ class Sweeper:
         broker = self.broker
         reply = SWEEP.run(
             broker.client,
-            keys=[f"{broker.namespace}:__heartbeats__"],
+            keys=[heartbeats_key(broker.namespace)],
             args=[broker.namespace, current_millis() if now_ms is None else now_ms, int(broker.heartbeat_timeout),
                   int(broker.dead_message_ttl), broker.broker_id, WAKE_LIST_MAX, *self.queue_names()],
         )

@@ -213,6 +213,24 @@ def test_purge_returns_blocked_monitors_at_once_and_keeps_the_dead_letter_queue(
     assert redis_client.zcard(f"{NS}:jwql.XQ") == 0
 
 
+@pytest.mark.timeout(60)
+def test_purge_of_many_messages_prints_a_summary_and_json_lists_all(broker, make_config, redis_client, capsys):
+    # Given 25 queued messages (no worker running)
+    config = make_config()
+    sent = [t.record_span.send(0.1) for _ in range(25)]
+    # When purge --yes runs
+    code, out, _ = cli(capsys, config, "purge", "--yes")
+    # Then it prints the counts, the first ten ids and how many more, not one line per message
+    assert code == RET_OK and "Purged 25 message(s): 25 ready, 0 delayed" in out
+    assert "... and 15 more (--json lists every one)" in out
+    assert sum(m.message_id in out for m in sent) == 10
+    assert {state_of(m) for m in sent} == {"purged"} and redis_client.llen(f"{NS}:jwql") == 0
+    # And --json lists every one
+    more = [t.record_span.send(0.1) for _ in range(12)]
+    code, out, _ = cli(capsys, config, "purge", "--yes", "--json")
+    assert code == RET_OK and {item["message_id"] for item in json.loads(out)["purged"]} == {m.message_id for m in more}
+
+
 # -- shutdown ------------------------------------------------------------------------------------
 
 

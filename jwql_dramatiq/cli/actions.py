@@ -16,6 +16,10 @@ from .views import LOCK_HEADERS, _lock_dict, lock_rows
 SHUTDOWN_POLL_S = 0.2
 
 
+#: Purged messages listed one per line; the rest are counted (``--json`` lists every one).
+PURGE_LISTED = 10
+
+
 def cmd_purge(ctx: Context, args: argparse.Namespace) -> int:
     """``purge``: remove waiting messages; each one's waiter gets a ``TaskPurged`` failure at once.
 
@@ -54,9 +58,16 @@ def cmd_purge(ctx: Context, args: argparse.Namespace) -> int:
         counts[item["was"]] = counts.get(item["was"], 0) + 1
     ctx.print(f"Purged {len(purged)} message(s): {counts['queued']} ready, {counts['scheduled']} delayed; "
               f"each one's result is a TaskPurged failure, so no monitor waits on it.")
+    by_queue: dict[str, int] = {}
     for item in purged:
+        by_queue[item["queue"]] = by_queue.get(item["queue"], 0) + 1
+    if len(by_queue) > 1:
+        ctx.print("  per queue: " + ", ".join(f"{queue} {n}" for queue, n in sorted(by_queue.items())))
+    for item in purged[:PURGE_LISTED]:
         what = item["message_id"] or item.get("note", "?")
         ctx.print(f"  {what}  {item['actor']}  ({item['queue']}, was {item['was']})")
+    if len(purged) > PURGE_LISTED:
+        ctx.print(f"  ... and {len(purged) - PURGE_LISTED} more (--json lists every one)")
     if args.dead_letter:
         ctx.print(f"Removed {dead_before} dead-lettered message(s).")
     elif dead_before:

@@ -8,12 +8,28 @@ from __future__ import annotations
 
 from ..lua import LuaScript
 
+#: enqueue.lua: put a message on a queue and wake an idle consumer (see its header).
+ENQUEUE = LuaScript(__name__, "enqueue.lua")
+#: fetch.lua: record a worker's heartbeat and take messages, holding them on its lease (see its header).
+FETCH = LuaScript(__name__, "fetch.lua")
+#: settle.lua: ack, nack (dead-letter) or requeue messages a worker holds (see its header).
+SETTLE = LuaScript(__name__, "settle.lua")
 #: store_result.lua: store a result unless the task is revoked or already has one (see its header).
 STORE_RESULT = LuaScript(__name__, "store_result.lua")
 #: sweep.lua: requeue dead workers' unacked messages and expire dead letters (see its header).
 SWEEP = LuaScript(__name__, "sweep.lua")
 #: task_state.lua: record a task's state and index it, in one round trip (see its header).
 TASK_STATE = LuaScript(__name__, "task_state.lua")
+
+
+#: Every script, for loading them all before a pipeline that runs several (see :func:`load_all`).
+ALL_SCRIPTS = (ENQUEUE, FETCH, SETTLE, STORE_RESULT, SWEEP, TASK_STATE)
+
+
+def load_all(client) -> None:
+    """``SCRIPT LOAD`` every script into ``client``'s server (after a NOSCRIPT reply from a pipeline)."""
+    for script in ALL_SCRIPTS:
+        script.load(client)
 
 
 def lua_source(name: str) -> str:

@@ -13,9 +13,10 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import redis
+from dramatiq.common import dq_name
 from dramatiq.message import Message
 
-from .. import states
+from .. import keys, states
 from ..admin import QueueLengths, queue_lengths
 from ..control import WorkerInfo, list_workers
 from ..locks.admin import LockInfo, list_locks
@@ -58,8 +59,8 @@ def redis_now_s(client: redis.Redis) -> float:
 
 def read_message(client: redis.Redis, namespace: str, queue: str, redis_id: str) -> Message | None:
     """Return a message still held in Redis (waiting, delayed or running), or None once it is gone."""
-    for name in (queue, f"{queue}.DQ"):
-        data = client.hget(f"{namespace}:{name}.msgs", redis_id)
+    for name in (queue, dq_name(queue)):
+        data = client.hget(keys.messages_key(namespace, name), redis_id)
         if data is not None:
             try:
                 return Message.decode(data)
@@ -101,9 +102,9 @@ def queues(broker) -> list[QueueView]:
     views = []
     for lengths in queue_lengths(broker):
         oldest = None
-        head = client.lindex(f"{ns}:{lengths.queue}", 0)
+        head = client.lindex(keys.queue_key(ns, lengths.queue), 0)
         if head is not None:
-            data = client.hget(f"{ns}:{lengths.queue}.msgs", head)
+            data = client.hget(keys.messages_key(ns, lengths.queue), head)
             if data is not None:
                 try:
                     oldest = max(0.0, (now_ms - json.loads(data)["message_timestamp"]) / 1000)
@@ -111,7 +112,7 @@ def queues(broker) -> list[QueueView]:
                     oldest = None
         delayed = []
         if lengths.delayed:
-            _, items = client.hscan(f"{ns}:{lengths.queue}.DQ.msgs", 0, count=DELAYED_SHOWN)
+            _, items = client.hscan(keys.messages_key(ns, dq_name(lengths.queue)), 0, count=DELAYED_SHOWN)
             for data in list(items.values())[:DELAYED_SHOWN]:
                 try:
                     message = json.loads(data)

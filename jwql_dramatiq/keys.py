@@ -1,0 +1,94 @@
+"""The one place that names the broker's Redis keys.
+
+Every queue ``Q`` (and its delay queue ``Q.DQ``) under the namespace ``<ns>`` uses:
+
+- ``<ns>:Q``: a list of Redis message ids waiting to be fetched, oldest first (actors of
+  priority 0, Dramatiq's default);
+- ``<ns>:Q.P<p>``: the same for actors of another priority ``p`` (lower runs first, as in
+  Dramatiq), and ``<ns>:Q.levels``, a sorted set of the priorities in use (member ``P<p>``,
+  score ``p``), so that a fetch takes the highest-priority message waiting;
+- ``<ns>:Q.msgs``: a hash, Redis message id -> JSON payload, kept until the message is settled;
+- ``<ns>:Q.XQ`` and ``<ns>:Q.XQ.msgs``: the dead letters (a sorted set by time, and their
+  payloads); a delay queue shares its queue's;
+- ``<ns>:__acks__.W.Q``: the ids worker ``W`` has fetched from ``Q`` and not yet settled. They
+  are held on the lease of ``W``'s heartbeat: when ``W`` stops beating for longer than the
+  heartbeat timeout, the sweeper (``sweep.lua``) puts them back on ``Q``;
+- ``<ns>:__heartbeats__``: a sorted set, worker id -> its last heartbeat (ms);
+- ``<ns>:__wake__.Q``: a short list an idle consumer of ``Q`` blocks on, pushed by every send.
+
+The names are Dramatiq's Redis layout, kept so that queues written by an earlier release (or
+read by Dramatiq's own tools) stay readable; the scripts that write them are ours
+(:mod:`jwql_dramatiq.scripts`).
+"""
+
+from __future__ import annotations
+
+from dramatiq.common import dq_name, q_name
+
+#: Longest a wake-up list may grow while no worker is idle (extra tokens only cause a spare fetch).
+WAKE_LIST_MAX = 64
+
+__all__ = ["WAKE_LIST_MAX", "dead_letters_key", "delay_queue_name", "heartbeats_key", "held_key", "levels_key",
+           "messages_key", "priority_queue_key", "queue_key", "waiting_list_keys", "queue_name_of", "wake_key"]
+
+
+def queue_name_of(queue_name: str) -> str:
+    """The canonical queue name (``Q`` for ``Q``, ``Q.DQ`` and ``Q.XQ``)."""
+    return q_name(queue_name)
+
+
+def delay_queue_name(queue_name: str) -> str:
+    """The delay queue of ``queue_name`` (``Q.DQ``)."""
+    return dq_name(queue_name)
+
+
+def queue_key(namespace: str, queue_name: str) -> str:
+    """The list of waiting Redis message ids of ``queue_name``."""
+    return f"{namespace}:{queue_name}"
+
+
+def priority_queue_key(namespace: str, queue_name: str, priority: int) -> str:
+    """The list of waiting ids of ``queue_name``'s actors of ``priority`` (``<ns>:Q`` for 0)."""
+    return queue_key(namespace, queue_name) if priority == 0 else f"{namespace}:{queue_name}.P{int(priority)}"
+
+
+def levels_key(namespace: str, queue_name: str) -> str:
+    """The sorted set of non-zero priorities with waiting messages on ``queue_name`` (member ``P<p>``)."""
+    return f"{namespace}:{queue_name}.levels"
+
+
+def messages_key(namespace: str, queue_name: str) -> str:
+    """The hash of payloads (Redis message id -> JSON) of ``queue_name``."""
+    return f"{namespace}:{queue_name}.msgs"
+
+
+def dead_letters_key(namespace: str, queue_name: str) -> str:
+    """The dead-letter sorted set of ``queue_name``'s canonical queue; its payloads are under ``+ ".msgs"``."""
+    return f"{namespace}:{q_name(queue_name)}.XQ"
+
+
+def held_key(namespace: str, worker_id: str, queue_name: str) -> str:
+    """The set of ids worker ``worker_id`` fetched from ``queue_name`` and has not settled."""
+    return f"{namespace}:__acks__.{worker_id}.{queue_name}"
+
+
+def heartbeats_key(namespace: str) -> str:
+    """The sorted set of workers' last heartbeats (worker id -> ms)."""
+    return f"{namespace}:__heartbeats__"
+
+
+def wake_key(namespace: str, queue_name: str) -> str:
+    """The list an idle consumer of ``queue_name`` blocks on."""
+    return f"{namespace}:__wake__.{queue_name}"
+
+
+def waiting_list_keys(client, namespace: str, queue_name: str) -> list[str]:
+    """Every list of waiting ids of ``queue_name``: ``<ns>:Q`` and one per non-zero priority in use.
+
+    Raises
+    ------
+    redis.RedisError
+        As raised by the client (one ``ZRANGE``).
+    """
+    levels = client.zrange(levels_key(namespace, queue_name), 0, -1)
+    return [queue_key(namespace, queue_name)] + [f"{queue_key(namespace, queue_name)}.{m.decode()}" for m in levels]
