@@ -188,8 +188,14 @@ class WakingConsumer(dramatiq.Consumer):
             logger.debug("Requeueing %d message(s) on queue %r.", len(messages), self.queue_name)
             self._settle("requeue", messages)
 
-    def close(self) -> None:  # noqa: D102
-        self.message_cache = []
+    def close(self) -> None:
+        """Put back what was fetched but never handed to the worker (best effort: else the sweeper does)."""
+        cached, self.message_cache = self.message_cache, []
+        if cached:
+            try:
+                self.broker.settle("requeue", self.queue_name, [redis_id for redis_id, _ in cached])
+            except Exception:  # Redis away: the ids stay held, and come back when this worker's lease lapses
+                logger.debug("Could not requeue %d fetched message(s) on close.", len(cached), exc_info=True)
 
     def _forget(self, message) -> None:
         self.queued_message_ids.discard(message.message_id)
