@@ -24,8 +24,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable, NoReturn
 
+from ..broker.results import TaskResultFailure
 from ..errors import ChildDied, ExecutorError, MemoryLimitExceeded, TaskRevoked, TimeLimitExceeded
-from ..results import TaskResultFailure
 from . import protocol
 from .attempts import Attempt, MemoryKill, memory_failure_text, remove_tracked, retry_cores
 from .cgroup import Cgroup
