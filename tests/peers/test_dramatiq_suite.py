@@ -347,7 +347,7 @@ def outcomes(report: Path) -> dict[str, str]:
     return result
 
 
-@pytest.mark.timeout(240)
+@pytest.mark.timeout(600)
 def test_dramatiq_suite_against_our_broker(redis_url: str, tmp_path: Path) -> None:
     # Given Dramatiq's own tests, in a package with our conftest and common module
     sdist = _sdist()
@@ -374,7 +374,7 @@ def test_dramatiq_suite_against_our_broker(redis_url: str, tmp_path: Path) -> No
         [sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", "-c", str(tmp_path / "pytest.ini"),
          "--rootdir", str(tmp_path), f"--junitxml={report}", "-o", "timeout=20", "--tb=native",
          *deselect, *(f"peer_tests/{name}" for name in (*SUITE_FILES, "test_jwql_probes.py"))],
-        cwd=tmp_path, env=env, capture_output=True, text=True, timeout=230,
+        cwd=tmp_path, env=env, capture_output=True, text=True, timeout=560,  # ~2 min alone; more on a busy machine
     )
     elapsed_s = time.monotonic() - started
     # Then every failure is a documented deliberate difference or a known bug to fix
