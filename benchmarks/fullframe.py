@@ -135,7 +135,7 @@ class ServerClient:
         """Send one job, wait for its result, record time, peak memory and the child's own time."""
         import dramatiq
 
-        from jwql_dramatiq.states import get_task_state
+        from jwql_dramatiq.broker.states import get_task_state
 
         if pipeline == "jump":
             message = dramatiq.Message(queue_name=self.config.queue_name, actor_name="calwebb_detector1_save_jump",

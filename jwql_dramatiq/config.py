@@ -31,6 +31,8 @@ logger = logging.getLogger(__name__)
 CONFIG_ENV = "JWQL_DRAMATIQ_CONFIG"
 #: Prefix of the environment variables that override single keys.
 ENV_PREFIX = "JWQL_DRAMATIQ_"
+#: Environment variable that overrides the host name a worker reports.
+HOSTNAME_ENV = "JWQL_DRAMATIQ_HOSTNAME"
 #: Where the config is looked for when ``$JWQL_DRAMATIQ_CONFIG`` is unset.
 DEFAULT_CONFIG_PATH = "config.json"
 
@@ -134,6 +136,17 @@ class Config:
     def time_limit_for(self, actor_name: str) -> float:
         """Return the hard time limit in seconds for ``actor_name`` (per-actor override, else default)."""
         return float(self.actor_time_limits_s.get(actor_name, self.time_limit_s))
+
+
+def worker_hostname() -> str:
+    """The host name this process reports in worker records and task states.
+
+    Returns
+    -------
+    str
+        ``$JWQL_DRAMATIQ_HOSTNAME`` if set and not empty, else ``socket.gethostname()``.
+    """
+    return os.environ.get(HOSTNAME_ENV, "").strip() or socket.gethostname()
 
 
 def _with_credentials(url: str, username: str | None, password: str | None) -> str:

@@ -5,11 +5,15 @@ Built lazily from the config on first use; importing this module opens no connec
 
 from __future__ import annotations
 
+import threading
 from typing import TYPE_CHECKING, Any
 
 import redis
 
 from .errors import RedisAuthFailed, RedisUnavailable
+from .redis_errors import (  # noqa: F401  (re-exported: the one classification)
+    NO_REPLICAS_PREFIX, ROLE_CHANGED_REPLIES, client_address, client_username, is_auth_error, is_no_replicas,
+    is_outage)
 
 if TYPE_CHECKING:
     from .config import Config
@@ -21,15 +25,9 @@ CONNECT_TIMEOUT_S = 5.0
 SOCKET_TIMEOUT_S = 10.0
 #: The longest single blocking command (BLPOP, BRPOPLPUSH) this package sends, in seconds.
 BLOCKING_SLICE_S = 5.0
-#: How a master begins its refusal of a write while it has fewer good replicas than its
-#: ``min-replicas-to-write`` asks for (after a partition, or on a new master until its replica is back).
-NO_REPLICAS_PREFIX = "NOREPLICAS"
-#: Error replies that mean "the master changed", not "this command is wrong": a blocking command
-#: (BLPOP, BRPOPLPUSH, WAIT) cut short because the node was just made a replica (``UNBLOCKED force
-#: unblock ... (master -> replica?)``), and a ``WAIT`` that reached a node already made one.
-ROLE_CHANGED_REPLIES = ("UNBLOCKED ", "ERR WAIT cannot be used with replica instances")
-#: What redis-py puts before an error reply it raises from a pipeline ("Command # 2 (...) of pipeline caused error: ").
-_PIPELINE_PREFIX = " of pipeline caused error: "
+# The process's default config and client (see shared()); set by the broker's setup, else built lazily.
+_shared: "tuple[Config, redis.Redis] | None" = None
+_shared_lock = threading.Lock()
 
 def make_redis(config: Config) -> redis.Redis:
     """Return a new client for ``config``'s Redis (no connection is opened yet).
@@ -57,24 +55,48 @@ def make_redis(config: Config) -> redis.Redis:
     return set_wait(client, config.wait_replicas, config.redis_wait_ms)
 
 
+def share(config: Config, client: redis.Redis) -> None:
+    """Make ``config`` and ``client`` the process's defaults (the broker's, once it is set up).
+
+    Everything that takes an optional client (locks, task states, waits) then uses this one pool.
+    """
+    global _shared
+    with _shared_lock:
+        _shared = (config, client)
+
+
+def shared() -> tuple[Config, redis.Redis]:
+    """The process's default config and client: the broker's, or built from the config file on first use.
+
+    Raises
+    ------
+    ConfigError
+        The configuration is invalid.
+    """
+    global _shared
+    with _shared_lock:
+        if _shared is None:
+            from .config import load_config
+
+            config = load_config()
+            _shared = (config, make_redis(config))
+        return _shared
+
+
 def get_redis(config: Config | None = None) -> redis.Redis:
-    """Return the configured broker's client (one pool per process), or a new client for ``config``.
+    """Return the process's shared client (see :func:`shared`), or a new client for ``config``.
 
     Parameters
     ----------
     config : Config, optional
-        When given, a new client for it; otherwise the broker's (built from the config file on
-        first use).
+        When given, a new client for it.
 
     Returns
     -------
     redis.Redis
+        No connection is opened until the first command.
     """
-    if config is not None:
-        return make_redis(config)
-    from .broker import get_broker
-
-    return get_broker().client
+    return make_redis(config) if config is not None else shared()[1]
 
 
 def check_redis(client: redis.Redis, address: str) -> None:
@@ -147,73 +169,3 @@ def redis_unavailable(error: BaseException, address: str | None = None, client: 
 
         return ReplicasRefused(address, what or "a write", str(error))
     return RedisUnavailable(address, reason)
-
-
-def is_outage(error: BaseException) -> bool:
-    """Whether Redis could not carry out a command now but may soon: the one classification of outages.
-
-    An outage is what a caller rides through within its bound and a worker retries until Redis
-    takes it: Redis unreachable, timed out or reset (``redis.ConnectionError``,
-    ``redis.TimeoutError``, the built-in ``ConnectionError``, this package's
-    :class:`~jwql_dramatiq.errors.RedisUnavailable`, which includes
-    :class:`~jwql_dramatiq.sentinel.ReplicaTimeout`), a master refusing writes for want of
-    replicas (:func:`is_no_replicas`: nothing was written, so the write is safe to repeat), and a
-    node that was made a replica while a command waited on it (:data:`ROLE_CHANGED_REPLIES`: a
-    failover; redis-py's Sentinel client already turns ``READONLY`` into a connection error). A
-    refused login is not one (:func:`is_auth_error`): retrying cannot fix it.
-
-    Parameters
-    ----------
-    error : BaseException
-
-    Returns
-    -------
-    bool
-    """
-    if is_auth_error(error):
-        return False
-    return isinstance(error, (redis.ConnectionError, redis.TimeoutError, RedisUnavailable, ConnectionError)) \
-        or is_no_replicas(error) or _reply_text(error).startswith(ROLE_CHANGED_REPLIES)
-
-
-def is_no_replicas(error: BaseException) -> bool:
-    """Whether ``error`` is a master's ``NOREPLICAS`` refusal (``min-replicas-to-write``), alone or as
-    a pipeline reports it (``Command # 1 (...) of pipeline caused error: NOREPLICAS ...``)."""
-    return _reply_text(error).startswith(NO_REPLICAS_PREFIX)
-
-
-def _reply_text(error: BaseException) -> str:
-    """The server's error reply behind a ``redis.ResponseError`` (without redis-py's pipeline prefix); else ""."""
-    if not isinstance(error, redis.ResponseError):
-        return ""
-    text = str(error)
-    return text.split(_PIPELINE_PREFIX, 1)[1] if _PIPELINE_PREFIX in text else text
-
-
-def is_auth_error(error: BaseException) -> bool:
-    """Whether ``error`` is Redis refusing the credentials (not an outage)."""
-    return isinstance(error, (redis.AuthenticationError, redis.AuthenticationWrongNumberOfArgsError, RedisAuthFailed))
-
-
-def client_address(client: Any) -> str:
-    """``host:port`` (or ``unix:<path>``) of a redis-py client, without credentials; ``?`` if unknown."""
-    try:
-        kwargs = client.connection_pool.connection_kwargs
-    except AttributeError:
-        return "?"
-    manager = getattr(client.connection_pool, "sentinel_manager", None)
-    if manager is not None:
-        addresses = ",".join(f"{s.connection_pool.connection_kwargs.get('host')}:"
-                             f"{s.connection_pool.connection_kwargs.get('port')}" for s in manager.sentinels)
-        return f"sentinels {addresses} (master {client.connection_pool.service_name!r})"
-    if kwargs.get("path"):
-        return f"unix:{kwargs['path']}"
-    return f"{kwargs.get('host', 'localhost')}:{kwargs.get('port', 6379)}"
-
-
-def client_username(client: Any) -> str | None:
-    """The ACL user name a redis-py client logs in as (``"default"`` if none is given; None: no client)."""
-    try:
-        return client.connection_pool.connection_kwargs.get("username") or "default"
-    except AttributeError:
-        return None

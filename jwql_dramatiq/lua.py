@@ -4,7 +4,7 @@ Every script is a ``.lua`` file shipped as package data next to the module that 
 header documenting its KEYS, ARGV and return codes (Dramatiq's and redis-py's convention).
 Declare one :class:`LuaScript` per file, as a module constant; nothing is read until first use::
 
-    SWEEP = LuaScript("jwql_dramatiq.scripts", "sweep.lua")
+    SWEEP = LuaScript("jwql_dramatiq.broker.scripts", "sweep.lua")
     reply = SWEEP.run(client, keys=[...], args=[...])      # EVALSHA, loading it on NOSCRIPT
     SWEEP.queue(pipe, keys=[...], args=[...])             # EVALSHA queued on a pipeline
 
@@ -32,7 +32,7 @@ class LuaScript:
     Parameters
     ----------
     package : str
-        The package holding the file, e.g. ``"jwql_dramatiq.scripts"``.
+        The package holding the file, e.g. ``"jwql_dramatiq.broker.scripts"``.
     filename : str
         The ``.lua`` file in it, e.g. ``"sweep.lua"``.
     """

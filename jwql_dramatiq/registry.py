@@ -5,7 +5,7 @@ real :class:`dramatiq.Actor` is declared when the broker is built (:func:`declar
 importing an actor module reads no config and opens no connection, yet ``ping.send()`` and
 ``ping.message()`` work as on any Dramatiq actor.
 
-Every actor is declared with :class:`jwql_dramatiq.worker_middleware.ForkingActor`: in a worker
+Every actor is declared with :class:`jwql_dramatiq.worker.middleware.ForkingActor`: in a worker
 whose fresh-process executor is running, the worker's call goes to a forked child; otherwise the
 function runs directly.
 """
@@ -17,10 +17,28 @@ from typing import Any, Callable
 
 import dramatiq
 
-from .worker_middleware import ForkingActor
+from .errors import JwqlDramatiqError
+from .worker.forking_actor import ForkingActor
 
 #: actor name -> the deferred actor, in declaration order.
 REGISTRY: dict[str, "DeferredActor"] = {}
+
+# The broker set up for this process (bind), and how to get one when none is yet (set_resolver):
+# registered by jwql_dramatiq.broker, which imports this module, never the other way round.
+_bound: dramatiq.Broker | None = None
+_resolver: Callable[[], dramatiq.Broker] | None = None
+
+
+def bind(broker: dramatiq.Broker) -> None:
+    """Make ``broker`` the one actors declared from now on go to (the process's set-up broker)."""
+    global _bound
+    _bound = broker
+
+
+def set_resolver(resolver: Callable[[], dramatiq.Broker]) -> None:
+    """Set what builds the broker when an actor is used before any is set up (and declares them all)."""
+    global _resolver
+    _resolver = resolver
 
 
 class DeferredActor:
@@ -50,9 +68,10 @@ class DeferredActor:
     def actor(self) -> dramatiq.Actor:
         """The real actor, declared on the configured broker on first access."""
         if self._actor is None:
-            from .broker import get_broker
-
-            get_broker()  # declares every registered actor
+            if _resolver is None:
+                raise JwqlDramatiqError(f"actor {self.actor_name!r} has no broker yet: import jwql_dramatiq.broker "
+                                        "(or jwql_dramatiq.actors) and call setup_broker(), or send through shared_tasks")
+            _resolver()  # builds the configured broker, which declares every registered actor
         assert self._actor is not None
         return self._actor
 
@@ -97,10 +116,8 @@ def actor(fn: Callable[..., Any] | None = None, *, actor_name: str | None = None
         if name in REGISTRY and REGISTRY[name].fn is not f:
             raise ValueError(f"an actor named {name!r} is already registered")
         REGISTRY[name] = deferred = DeferredActor(f, name, options)
-        from .broker import current_broker
-
-        broker = current_broker()
-        if broker is not None:  # declared after the broker was built (e.g. test actors)
+        broker = _bound
+        if broker is not None:  # declared after the broker was set up (e.g. test actors)
             deferred.declare(broker, broker.jwql_config.queue_name)
         return deferred
 

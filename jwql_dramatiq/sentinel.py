@@ -25,9 +25,9 @@ from typing import Any
 import redis
 from redis.sentinel import MasterNotFoundError, Sentinel
 
-from .connection import is_no_replicas, is_outage
 from .errors import RedisUnavailable
 from .lua import LuaScript
+from .redis_errors import is_no_replicas, is_outage
 
 #: Seconds to wait for one sentinel to accept a connection or answer: short, since the next one is tried.
 SENTINEL_TIMEOUT_S = 1.0

@@ -293,7 +293,7 @@ def _retrieved_exts(ext_or_exts, short_name: str, value: Any):
 
 
 def _revoke_all(message_ids: list[str]) -> None:
-    from .revoke import revoke
+    from .broker.revoke import revoke
 
     for message_id in message_ids:
         try:

@@ -16,7 +16,7 @@ from pathlib import Path
 import pytest
 
 from jwql_dramatiq.exit_codes import RET_CONFIG
-from jwql_dramatiq.worker_middleware import ForkingActor
+from jwql_dramatiq.worker.forking_actor import ForkingActor
 from tests.conftest import free_port, wait_for
 
 pytestmark = pytest.mark.timeout(120)
@@ -39,7 +39,7 @@ sys.addaudithook(audit)
 import dramatiq, dramatiq.cli
 import jwql_dramatiq.actors
 import jwql_dramatiq.broker
-from jwql_dramatiq.deferred_broker import DeferredBroker
+from jwql_dramatiq.worker.deferred_broker import DeferredBroker
 print(json.dumps({"seen": seen, "threads": threading.active_count(),
                   "built": jwql_dramatiq.broker.current_broker() is not None,
                   "global_is_deferred": isinstance(dramatiq.get_broker(), DeferredBroker)}))

@@ -23,9 +23,9 @@ from dramatiq.results import ResultFailure
 from jwql_dramatiq.cli import (RET_CONFIG, RET_FAIL, RET_FINISHED, RET_NOT_FOUND, RET_OK, RET_PIDFILE, RET_REDIS,
                                RET_REFUSED, RET_USAGE, main)
 from jwql_dramatiq.cli.worker import process_alive
-from jwql_dramatiq.control import HOSTNAME_ENV
+from jwql_dramatiq.config import HOSTNAME_ENV
 from jwql_dramatiq.locks import lock
-from jwql_dramatiq.states import get_task_state
+from jwql_dramatiq.broker.states import get_task_state
 from tests import actors_for_tests as t
 from tests.conftest import REPO, free_port, wait_for
 

@@ -112,8 +112,8 @@ def test_top_level_must_be_an_object(tmp_path):
 def test_importing_the_package_reads_no_config_and_opens_no_connection(tmp_path):
     """With no config anywhere and a dead Redis address, every module still imports."""
     code = ("import jwql_dramatiq, jwql_dramatiq.actors, jwql_dramatiq.broker, jwql_dramatiq.config, "
-            "jwql_dramatiq.results, jwql_dramatiq.executor, jwql_dramatiq.registry, jwql_dramatiq.boot, "
-            "jwql_dramatiq.worker_middleware, jwql_dramatiq.deferred_broker; "
+            "jwql_dramatiq.broker.results, jwql_dramatiq.executor, jwql_dramatiq.registry, jwql_dramatiq.worker.boot, "
+            "jwql_dramatiq.worker.middleware, jwql_dramatiq.worker.deferred_broker; "
             "import jwql_dramatiq.broker as b; assert b.current_broker() is None; print('ok')")
     env = {"PATH": "/usr/bin:/bin", "JWQL_DRAMATIQ_CONFIG": str(tmp_path / "missing.json")}
     out = subprocess.run([sys.executable, "-c", code], cwd=tmp_path, env=env, capture_output=True, text=True, timeout=60)

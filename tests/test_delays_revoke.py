@@ -9,9 +9,9 @@ import time
 import pytest
 from dramatiq.results import ResultFailure
 
-from jwql_dramatiq import states
+from jwql_dramatiq.broker import states
 from jwql_dramatiq.actors import ping
-from jwql_dramatiq.revoke import revoke
+from jwql_dramatiq.broker.revoke import revoke
 from jwql_dramatiq.waiting import iter_results
 from tests import actors_for_tests as t
 from tests.conftest import wait_for

@@ -15,10 +15,10 @@ import pytest
 from astropy.io import fits
 
 from jwql_dramatiq import synthetic
-from jwql_dramatiq.admin import queue_lengths
+from jwql_dramatiq.broker.admin import queue_lengths
 from jwql_dramatiq.broker import setup_broker
 from jwql_dramatiq.config import load_config
-from jwql_dramatiq.control import list_workers
+from jwql_dramatiq.broker.control import list_workers
 from jwql_dramatiq.embedded import RedisServer
 from jwql_dramatiq.errors import RedisUnavailable
 from jwql_dramatiq.locks import list_locks

@@ -145,7 +145,7 @@ def test_sigint_during_run_parallel_pipeline_leaves_nothing_behind(broker, pipel
     import subprocess
     import sys
 
-    from jwql_dramatiq import states
+    from jwql_dramatiq.broker import states
     from tests.conftest import REPO, wait_for
 
     start_worker(pipeline_config)

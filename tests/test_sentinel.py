@@ -225,7 +225,7 @@ def test_noreplicas_strands_no_result(tmp_path, strict_cluster, start_worker):
     # Given a worker running a task on a master whose replica then goes away (min-replicas-to-write 1)
     import tests.actors_for_tests  # noqa: F401
     from jwql_dramatiq.broker import build_broker
-    from jwql_dramatiq.states import get_task_state
+    from jwql_dramatiq.broker.states import get_task_state
 
     cluster = strict_cluster
     master, replica = cluster.nodes["redis0"], cluster.nodes["redis1"]

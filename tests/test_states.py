@@ -12,9 +12,9 @@ import pytest
 import redis
 from dramatiq.message import Message
 
-from jwql_dramatiq import states
-from jwql_dramatiq.control import HOSTNAME_ENV, worker_hostname
-from jwql_dramatiq.states import TaskStates, get_task_state, list_tasks, write_state
+from jwql_dramatiq.broker import states
+from jwql_dramatiq.config import HOSTNAME_ENV, worker_hostname
+from jwql_dramatiq.broker.states import TaskStates, get_task_state, list_tasks, write_state
 from tests.conftest import wait_for
 
 pytestmark = pytest.mark.timeout(60)

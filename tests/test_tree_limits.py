@@ -14,9 +14,9 @@ from pathlib import Path
 import pytest
 from dramatiq.results import ResultFailure
 
-from jwql_dramatiq import states
-from jwql_dramatiq.control import list_workers, request_shutdown
-from jwql_dramatiq.revoke import revoke
+from jwql_dramatiq.broker import states
+from jwql_dramatiq.broker.control import list_workers, request_shutdown
+from jwql_dramatiq.broker.revoke import revoke
 from tests import actors_for_tests as t
 from tests.conftest import wait_for
 

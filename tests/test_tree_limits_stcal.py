@@ -11,9 +11,10 @@ from pathlib import Path
 import pytest
 from dramatiq.results import ResultFailure
 
-from jwql_dramatiq import states, synthetic
+from jwql_dramatiq import synthetic
+from jwql_dramatiq.broker import states
 from jwql_dramatiq.actors import calwebb_detector1_save_jump
-from jwql_dramatiq.revoke import revoke
+from jwql_dramatiq.broker.revoke import revoke
 from tests.conftest import wait_for
 from tests.test_tree_limits import _stat, descendants, task_processes
 

@@ -69,7 +69,7 @@ def test_bad_config_under_systemd_is_2_and_not_restarted(tmp_path, make_config, 
 
 
 def test_the_package_does_not_import_dramatiq_cli():
-    code = ("import sys, jwql_dramatiq.cli, jwql_dramatiq.boot, jwql_dramatiq.exit_codes, jwql_dramatiq.broker; "
+    code = ("import sys, jwql_dramatiq.cli, jwql_dramatiq.worker.boot, jwql_dramatiq.exit_codes, jwql_dramatiq.broker; "
             "print('dramatiq.cli' in sys.modules)")
     done = subprocess.run([sys.executable, "-c", code], cwd=REPO, capture_output=True, text=True, timeout=60)
     assert done.returncode == 0 and done.stdout.strip() == "False", done.stderr
@@ -188,13 +188,13 @@ def test_redis_unavailable_is_the_one_conversion():
 
 
 def test_lua_scripts_load_on_noscript_and_queue_on_pipelines(redis_client):
-    from jwql_dramatiq import scripts
+    from jwql_dramatiq.broker import scripts
     from jwql_dramatiq.lua import LuaScript
 
     # Given: every script of jwql_dramatiq/scripts is a LuaScript of the one loader
     declared = {s.filename for s in scripts.ALL_SCRIPTS}
-    assert declared == {p.name for p in (REPO / "jwql_dramatiq" / "scripts").glob("*.lua")}
-    echo = LuaScript("jwql_dramatiq.scripts", "sweep.lua")
+    assert declared == {p.name for p in (REPO / "jwql_dramatiq" / "broker" / "scripts").glob("*.lua")}
+    echo = LuaScript("jwql_dramatiq.broker.scripts", "sweep.lua")
     assert echo.source.startswith("--") and len(echo.sha) == 40
     # When: the server has forgotten the script (a restart, SCRIPT FLUSH)
     redis_client.script_flush()
@@ -259,3 +259,64 @@ def test_the_private_names_check_lists_each_use(tmp_path):
                        (8, "_exception")):
         assert f"bad.py:{line}: " in done.stderr and name in done.stderr, (line, done.stderr)
     assert "__version__" not in done.stderr
+
+
+# -- no import cycles -----------------------------------------------------------------------------
+
+
+def _import_graph(root: Path) -> dict[str, set[str]]:
+    """Module -> the package's modules it imports, at module level or inside functions.
+
+    A package's own ``__init__`` is not counted when one of its modules is imported (Python runs it
+    first whatever the importer), only when a name is imported from the package itself.
+    """
+    import ast
+
+    modules = {}
+    for path in root.rglob("*.py"):
+        parts = list(path.relative_to(root.parent).with_suffix("").parts)
+        if parts[-1] == "__init__":
+            parts = parts[:-1]
+        modules[".".join(parts)] = path
+    graph: dict[str, set[str]] = {name: set() for name in modules}
+    for name, path in modules.items():
+        package = name if path.name == "__init__.py" else name.rsplit(".", 1)[0]
+        for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
+            if isinstance(node, ast.ImportFrom):
+                base = package.split(".")[: len(package.split(".")) - node.level + 1] if node.level else []
+                target = ".".join(base + ([node.module] if node.module else [])) if node.level else node.module or ""
+                # "from pkg import name": the submodule pkg.name if there is one, else pkg itself
+                candidates = [f"{target}.{alias.name}" if f"{target}.{alias.name}" in modules else target
+                              for alias in node.names]
+            elif isinstance(node, ast.Import):
+                candidates = [alias.name for alias in node.names]
+            else:
+                continue
+            for candidate in candidates:
+                while candidate and candidate not in modules and "." in candidate:
+                    candidate = candidate.rsplit(".", 1)[0]
+                if candidate in modules and candidate != name:
+                    graph[name].add(candidate)
+    return graph
+
+
+def test_the_package_has_no_import_cycles():
+    # Given: every import in jwql_dramatiq/, lazy ones (inside functions) included
+    graph = _import_graph(REPO / "jwql_dramatiq")
+    # When: looking for a module that reaches itself again
+    cycles = []
+    for start in sorted(graph):
+        seen, stack = set(), [(start, [start])]
+        while stack:
+            node, path = stack.pop()
+            for nxt in sorted(graph[node]):
+                if nxt == start:
+                    cycles.append(" -> ".join(path + [start]))
+                elif nxt not in seen:
+                    seen.add(nxt)
+                    stack.append((nxt, path + [nxt]))
+        if cycles:
+            break
+    # Then: there is none (imports point one way, along the path a task takes)
+    assert not cycles, cycles[0]
+    assert len(graph) > 60  # the walk saw the whole package

@@ -16,7 +16,7 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from jwql_dramatiq.embedded import RedisServer
 from jwql_dramatiq.locks import lock
-from jwql_dramatiq.states import get_task_state
+from jwql_dramatiq.broker.states import get_task_state
 from tests import actors_for_tests as t
 from tests._web import TOKEN, WebServer
 from tests.conftest import base_config, free_port, wait_for

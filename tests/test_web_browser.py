@@ -18,9 +18,9 @@ from dramatiq.results import ResultFailure
 from selenium.common.exceptions import StaleElementReferenceException
 from selenium.webdriver.common.by import By
 
-from jwql_dramatiq.control import HOSTNAME_ENV
+from jwql_dramatiq.config import HOSTNAME_ENV
 from jwql_dramatiq.locks import lock
-from jwql_dramatiq.states import get_task_state
+from jwql_dramatiq.broker.states import get_task_state
 from tests import actors_for_tests as t
 from tests._web import TOKEN, make_browser
 from tests.conftest import REPO, wait_for

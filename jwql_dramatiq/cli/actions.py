@@ -6,7 +6,7 @@ import argparse
 import time
 from typing import Any
 
-from ..control import WorkerInfo, list_workers, request_shutdown
+from ..broker.control import WorkerInfo, list_workers, request_shutdown
 from ..errors import LockError
 from ._common import (RET_FAIL, RET_FINISHED, RET_NOT_FOUND, RET_OK, RET_REFUSED, RET_USAGE, CommandError,
                       Context, ask_yes, clock, seconds, table)
@@ -35,7 +35,7 @@ def cmd_purge(ctx: Context, args: argparse.Namespace) -> int:
     int
         The exit code (RET_OK; not confirmed raises CommandError(RET_USAGE)).
     """
-    from ..admin import purge, queue_lengths
+    from ..broker.admin import purge, queue_lengths
 
     broker = ctx.broker
     lengths = [q for q in queue_lengths(broker) if args.queue is None or q.queue == args.queue]
@@ -167,7 +167,7 @@ def cmd_revoke(ctx: Context, args: argparse.Namespace) -> int:
     int
         The exit code (RET_OK, RET_NOT_FOUND or RET_FINISHED).
     """
-    from ..revoke import revoke
+    from ..broker.revoke import revoke
 
     outcome = revoke(args.message_id, terminate=args.terminate, broker=ctx.broker)
     if args.json:

@@ -6,9 +6,9 @@ import argparse
 import time
 from typing import Any
 
+from ..broker.control import WorkerInfo, list_workers
+from ..broker.states import ALL_STATES, TaskState, get_task_state, list_tasks
 from ..config import check_transfer_dir
-from ..control import WorkerInfo, list_workers
-from ..states import ALL_STATES, TaskState, get_task_state, list_tasks
 from ._common import RET_FAIL, RET_NOT_FOUND, RET_OK, Context, clock, seconds, table
 
 
@@ -70,7 +70,7 @@ def cmd_status(ctx: Context, args: argparse.Namespace) -> int:
     int
         The exit code (RET_OK or RET_FAIL).
     """
-    from ..admin import queue_lengths
+    from ..broker.admin import queue_lengths
     from ..locks import list_locks
 
     config = ctx.config

@@ -14,8 +14,9 @@ import time
 from pathlib import Path
 from typing import Any
 
+from ..broker.control import list_workers
 from ..config import CONFIG_ENV, Config
-from ..control import HOSTNAME_ENV, list_workers, worker_hostname
+from ..config import HOSTNAME_ENV, worker_hostname
 from ._common import RET_FAIL, RET_OK, RET_PIDFILE, RET_USAGE, CommandError, Context
 
 #: Added to the longest task time limit to make the graceful-stop bound, in seconds: a stop

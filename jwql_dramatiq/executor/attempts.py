@@ -83,6 +83,24 @@ def remove_tracked(attempt: Attempt) -> None:
             shutil.rmtree(path, ignore_errors=True)
 
 
+def release_locks(attempt: Attempt) -> None:
+    """Clear the locks a killed attempt's child still held, once its whole tree is dead; never raises.
+
+    A SIGKILLed child cannot release its locks, and they would otherwise block the next run of the
+    same file for a whole lease. Its late writes stay fenced off.
+    """
+    from ..locks.admin import clear_locks_of
+    from ..locks.owner import hostname
+
+    if not attempt.pid:
+        return
+    try:
+        for info in clear_locks_of(hostname(), attempt.pid):
+            logger.warning("Released lock %r of task child %d (killed)", info.name, attempt.pid)
+    except Exception as e:  # Redis away: the lease frees them
+        logger.warning("Could not release the locks of task child %d (%s); their lease frees them", attempt.pid, e)
+
+
 def retry_cores(attempt: Attempt) -> str | None:
     """The ``maximum_cores`` for the next attempt after ``attempt`` was killed for memory, or None."""
     from ..pipeline.guard import next_max_cores

@@ -312,7 +312,7 @@ def run_child(sock: socket.socket, max_tasks: int) -> int:
     import json
 
     from .. import registry
-    from ..results import describe_exception
+    from ..broker.results import describe_exception
 
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     signal.signal(signal.SIGTERM, signal.SIG_DFL)

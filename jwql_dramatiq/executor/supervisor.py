@@ -24,10 +24,10 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable, NoReturn
 
+from ..broker.results import TaskResultFailure
 from ..errors import ChildDied, ExecutorError, MemoryLimitExceeded, TaskRevoked, TimeLimitExceeded
-from ..results import TaskResultFailure
 from . import protocol
-from .attempts import Attempt, MemoryKill, memory_failure_text, remove_tracked, retry_cores
+from .attempts import Attempt, MemoryKill, memory_failure_text, release_locks, remove_tracked, retry_cores
 from .cgroup import Cgroup
 from .forkserver import serve
 from .memory import TreeMemory
@@ -355,6 +355,7 @@ class Executor:
             if not child.reaped:
                 self._exit_status(child.pid)  # the tree is dead once its leader is reaped
             remove_tracked(attempt)
+            release_locks(attempt)
             self._attempt_over.set()
             if isinstance(e, _StopNow):
                 threading.Event().wait()  # the process exits under us; report nothing

@@ -206,7 +206,7 @@ def default_client() -> redis.Redis:
 def default_settings() -> tuple[str, float]:
     """Return the configured namespace and lock lease.
 
-    The config is the one ``get_redis()`` builds its client from (``jwql_dramatiq.broker.get_config()``),
+    The config is the one ``get_redis()``'s client comes from (``jwql_dramatiq.connection.shared()``),
     so a lock's namespace and client always come from the same file.
 
     Returns
@@ -219,9 +219,9 @@ def default_settings() -> tuple[str, float]:
     ConfigError
         The configuration is invalid.
     """
-    from jwql_dramatiq.broker import get_config
+    from jwql_dramatiq.connection import shared
 
-    config = get_config()
+    config = shared()[0]
     return config.namespace, float(config.lock_lease_s)
 
 

@@ -15,13 +15,13 @@ from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route
 
-from ..admin import purge
-from ..control import list_workers, request_shutdown
+from ..broker.admin import purge
+from ..broker.control import list_workers, request_shutdown
+from ..broker.revoke import revoke
 from ..errors import JwqlDramatiqError, LockError
 from ..locks.admin import clear_lock
-from ..revoke import revoke
 from . import security
-from .app import Dashboard, finish, render, unreachable_text
+from .pages import Dashboard, finish, render, unreachable_text
 
 logger = logging.getLogger(__name__)
 

@@ -9,7 +9,7 @@ from __future__ import annotations
 import statistics
 from html import escape
 
-from .. import states
+from ..broker import states
 
 #: Fill colour of each state (also used by the CSS badges).
 COLOURS = {states.QUEUED: "#8a8f98", states.SCHEDULED: "#b58900", states.RUNNING: "#268bd2",

@@ -16,9 +16,9 @@ import redis
 from dramatiq.common import dq_name
 from dramatiq.message import Message
 
-from .. import keys, states
-from ..admin import QueueLengths, queue_lengths
-from ..control import WorkerInfo, list_workers
+from ..broker import keys, states
+from ..broker.admin import QueueLengths, queue_lengths
+from ..broker.control import WorkerInfo, list_workers
 from ..locks.admin import LockInfo, list_locks
 
 #: Most index entries one filtered listing looks through before it offers "older".

@@ -17,8 +17,8 @@ import redis
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, HistogramMetricFamily
 from prometheus_client.registry import Collector
 
-from .. import states
-from ..control import list_workers
+from ..broker import states
+from ..broker.control import list_workers
 from ..errors import JwqlDramatiqError
 from . import data
 

@@ -11,10 +11,10 @@ from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route
 
-from .. import states
+from ..broker import states
 from ..errors import JwqlDramatiqError
 from . import charts, data
-from .app import Dashboard, finish, plain, render
+from .pages import Dashboard, finish, plain, render
 
 #: Rows per page of the task listing.
 PAGE_ROWS = 50
@@ -114,7 +114,7 @@ def healthz(request: Request) -> Response:
     try:
         dash.client.ping()
     except (redis.RedisError, JwqlDramatiqError, OSError):
-        from .app import unreachable_text
+        from .pages import unreachable_text
 
         return plain(request, unreachable_text(dash.config), 503)
     return plain(request, f"ok {time.time():.0f}", 200)

@@ -84,7 +84,7 @@ def handle(request: dict[str, Any]) -> Any:
 
     from jwql_dramatiq.broker import get_broker, get_config
     from jwql_dramatiq.locks import list_locks
-    from jwql_dramatiq.states import get_task_state
+    from jwql_dramatiq.broker.states import get_task_state
 
     broker = get_broker()
     cmd = request["cmd"]

@@ -1,7 +1,7 @@
 """Killed workers: ``kill -9`` of a worker's whole process group in the middle of a task.
 
 Dramatiq's own recovery waits for the heartbeat timeout plus a random maintenance pass that
-only looks at one queue (issues #64, #527). The sweeper (:mod:`jwql_dramatiq.sweeper`) bounds
+only looks at one queue (issues #64, #527). The sweeper (:mod:`jwql_dramatiq.broker.sweeper`) bounds
 it: a killed worker's message is back on the queue within heartbeat_timeout_s + sweep_interval_s
 (+ idle_poll_ms, how old its last heartbeat could be), with Dramatiq's random pass turned off
 (``maintenance_chance: 0``) so the bound is the sweeper's alone.

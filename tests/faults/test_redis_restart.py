@@ -18,7 +18,7 @@ from dramatiq.results import ResultMissing
 
 from jwql_dramatiq.broker import setup_broker
 from jwql_dramatiq.config import load_config
-from jwql_dramatiq.control import send_command
+from jwql_dramatiq.broker.control import send_command
 from jwql_dramatiq.embedded import RedisServer
 from jwql_dramatiq.errors import RedisUnavailable
 from tests import actors_for_tests as t

@@ -1,6 +1,6 @@
 """The two mechanisms behind the fault tests, checked directly against a real Redis.
 
-- The sweeper's Lua pass (:mod:`jwql_dramatiq.sweeper`): which messages it requeues, whose, and
+- The sweeper's Lua pass (:mod:`jwql_dramatiq.broker.sweeper`): which messages it requeues, whose, and
   what it leaves alone.
 - The pipeline actors' fenced publish (:mod:`jwql_dramatiq.actors.pipeline`), with the other
   run of a message simulated at each point where it can overtake this one.
@@ -21,7 +21,7 @@ from jwql_dramatiq.actors import pipeline as fenced
 from jwql_dramatiq.broker import setup_broker
 from jwql_dramatiq.config import load_config
 from jwql_dramatiq.locks import lock
-from jwql_dramatiq.sweeper import Sweeper, sweep_interval_s
+from jwql_dramatiq.broker.sweeper import Sweeper, sweep_interval_s
 
 pytestmark = [pytest.mark.faults, pytest.mark.timeout(60)]
 

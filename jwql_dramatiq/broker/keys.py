@@ -14,11 +14,12 @@ Every queue ``Q`` (and its delay queue ``Q.DQ``) under the namespace ``<ns>`` us
   are held on the lease of ``W``'s heartbeat: when ``W`` stops beating for longer than the
   heartbeat timeout, the sweeper (``sweep.lua``) puts them back on ``Q``;
 - ``<ns>:__heartbeats__``: a sorted set, worker id -> its last heartbeat (ms);
-- ``<ns>:__wake__.Q``: a short list an idle consumer of ``Q`` blocks on, pushed by every send.
+- ``<ns>:__wake__.Q``: a short list an idle consumer of ``Q`` blocks on, pushed by every send;
+- ``<ns>:revoked``: revoked and purged message ids (see :mod:`jwql_dramatiq.broker.revoke`).
 
 The names are Dramatiq's Redis layout, kept so that queues written by an earlier release (or
 read by Dramatiq's own tools) stay readable; the scripts that write them are ours
-(:mod:`jwql_dramatiq.scripts`).
+(:mod:`jwql_dramatiq.broker.scripts`).
 """
 
 from __future__ import annotations
@@ -29,7 +30,7 @@ from dramatiq.common import dq_name, q_name
 WAKE_LIST_MAX = 64
 
 __all__ = ["WAKE_LIST_MAX", "dead_letters_key", "delay_queue_name", "heartbeats_key", "held_key", "levels_key",
-           "messages_key", "priority_queue_key", "queue_key", "waiting_list_keys", "queue_name_of", "wake_key"]
+           "messages_key", "priority_queue_key", "queue_key", "revoked_key", "waiting_list_keys", "queue_name_of", "wake_key"]
 
 
 def queue_name_of(queue_name: str) -> str:
@@ -45,6 +46,11 @@ def delay_queue_name(queue_name: str) -> str:
 def queue_key(namespace: str, queue_name: str) -> str:
     """The list of waiting Redis message ids of ``queue_name``."""
     return f"{namespace}:{queue_name}"
+
+
+def revoked_key(namespace: str) -> str:
+    """The sorted set of revoked (and purged) message ids (message id -> when, s)."""
+    return f"{namespace}:revoked"
 
 
 def priority_queue_key(namespace: str, queue_name: str, priority: int) -> str:

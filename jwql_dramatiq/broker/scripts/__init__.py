@@ -6,7 +6,7 @@ until a script is first run.
 
 from __future__ import annotations
 
-from ..lua import LuaScript
+from ...lua import LuaScript
 
 #: enqueue.lua: put a message on a queue and wake an idle consumer (see its header).
 ENQUEUE = LuaScript(__name__, "enqueue.lua")

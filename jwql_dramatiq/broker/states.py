@@ -32,7 +32,8 @@ import redis
 from dramatiq.common import q_name
 from dramatiq.middleware import Middleware, SkipMessage
 
-from .control import worker_hostname
+from ..config import worker_hostname
+from ..connection import shared
 from .scripts import TASK_STATE
 
 #: The states a task goes through.
@@ -225,11 +226,9 @@ def list_tasks(limit: int = 50, client: redis.Redis | None = None, namespace: st
 
 def _defaults(client: redis.Redis | None, namespace: str | None) -> tuple[redis.Redis, str]:
     if client is None or namespace is None:
-        from .broker import get_config
-        from .connection import get_redis
-
-        client = client or get_redis()
-        namespace = namespace or get_config().namespace
+        config, shared_client = shared()
+        client = client or shared_client
+        namespace = namespace or config.namespace
     return client, namespace
 
 
@@ -249,7 +248,7 @@ class TaskStates(Middleware):
         self.ttl_ms = ttl_ms
         self.revoked_key = revoked_key
         self.host = worker_hostname()
-        #: The worker's :class:`~jwql_dramatiq.control.WorkerControl`, set when a worker boots.
+        #: The worker's :class:`~jwql_dramatiq.broker.control.WorkerControl`, set when a worker boots.
         self.control = None
         self.tasks_done = 0
         # Worker-record fields of a failed run, written with the nack or the retry's enqueue.
@@ -320,7 +319,7 @@ class TaskStates(Middleware):
             raise SkipMessage(f"message {message.message_id} was revoked")
 
     def after_process_message(self, broker, message, *, result=None, exception=None) -> None:  # noqa: D102
-        from .consumer import defer_write
+        from .marks import defer_write
 
         worker_fields = None
         if self.control is not None:
@@ -339,7 +338,7 @@ class TaskStates(Middleware):
     def after_nack(self, broker, message) -> None:  # noqa: D102
         from .results import describe_exception
 
-        from .consumer import failure_of
+        from .marks import failure_of
 
         exception = failure_of(message)
         error = "message rejected"

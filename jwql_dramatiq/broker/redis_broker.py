@@ -1,21 +1,7 @@
-"""The one place that builds the Redis broker and its results backend from the config.
-
-Defaults suit long astronomy jobs rather than Dramatiq's web-request defaults:
-
-- no automatic retries unless an actor asks (``max_retries`` defaults to 0);
-- no 10-minute time limit: the fresh-process executor enforces a per-actor hard limit
-  (``time_limit_s``, default 4 h, the original's visibility timeout);
-- results are stored for every actor and kept ``result_ttl_s`` (1 day);
-- each worker thread prefetches exactly one message (Celery's ``--prefetch-multiplier 1``);
-- an idle worker blocks on a per-queue wake-up list instead of sleeping through a poll
-  back-off, so a message sent to an idle worker starts within a millisecond or two.
-
-Nothing here runs at import time: :func:`get_broker` builds the broker on first call.
-"""
+"""The Redis broker: Dramatiq's public :class:`dramatiq.Broker` API, with scripts and keys of our own."""
 
 from __future__ import annotations
 
-import threading
 import time
 import uuid
 from typing import Any
@@ -25,25 +11,15 @@ import redis
 from dramatiq.common import current_millis, dq_name
 from dramatiq.errors import QueueJoinTimeout
 from dramatiq.message import Message
-from dramatiq.middleware import AgeLimit, Callbacks, CurrentMessage, Middleware, Pipelines, Retries, ShutdownNotifications
-from dramatiq.results import Results
 
-from . import keys, registry
-from .config import Config, load_config
-from .consumer import KeepFailure, WakingConsumer
-from .connection import is_auth_error, is_outage, redis_unavailable
-from .results import JwqlResultsBackend
-from .revoke import revoked_key
+from ..config import Config
+from ..connection import is_auth_error, is_outage, redis_unavailable
+from . import keys
+from .consumer import WakingConsumer
 from .scripts import ENQUEUE, SETTLE, load_all
-from .states import TaskStates
-from .worker_middleware import WorkerMiddleware
 
 #: How long dead-lettered messages are kept, in ms (Dramatiq's default: 7 days).
 DEAD_MESSAGE_TTL_MS = 7 * 86_400_000
-
-_broker: "JwqlRedisBroker | None" = None
-_config: Config | None = None
-_lock = threading.RLock()
 
 
 class JwqlRedisBroker(dramatiq.Broker):
@@ -52,11 +28,11 @@ class JwqlRedisBroker(dramatiq.Broker):
     - A send is one round trip: the payload, the queue, a wake-up token for an idle consumer and
       whatever middleware adds through :meth:`enqueue_writes` (the task's "queued" state) go in one
       pipeline (plus ``WAIT`` when the client waits for replicas).
-    - Consumers (:class:`~jwql_dramatiq.consumer.WakingConsumer`) fetch with ``fetch.lua``, which
+    - Consumers (:class:`~jwql_dramatiq.broker.consumer.WakingConsumer`) fetch with ``fetch.lua``, which
       records the worker's heartbeat; the ids they take are held on that heartbeat's lease until
       ``settle.lua`` acks, dead-letters or requeues them, or the sweeper (``sweep.lua``, the one
       requeue path) finds the worker dead and puts them back.
-    - The key layout is :mod:`jwql_dramatiq.keys`.
+    - The key layout is :mod:`jwql_dramatiq.broker.keys`.
 
     Parameters
     ----------
@@ -130,7 +106,7 @@ class JwqlRedisBroker(dramatiq.Broker):
         RedisUnavailable
             Redis could not be reached (naming its address).
         """
-        from .sentinel import ReplicaTimeout, wait_settings
+        from ..sentinel import ReplicaTimeout, wait_settings
         from .states import QUEUED, SCHEDULED, task_key
 
         queue_name = message.queue_name
@@ -264,109 +240,3 @@ class JwqlRedisBroker(dramatiq.Broker):
         return (SETTLE, [keys.held_key(ns, worker_id or self.broker_id, queue_name), keys.queue_key(ns, queue_name),
                          keys.messages_key(ns, queue_name), dead, dead + ".msgs", self.wake_key(queue_name)],
                 [mode, current_millis(), keys.WAKE_LIST_MAX, *redis_ids])
-
-
-class _WorkerDefaults(Middleware):
-    """Makes each worker thread prefetch exactly one message, whatever the thread count."""
-
-    def before_worker_boot(self, broker, worker) -> None:  # noqa: D102
-        worker.queue_prefetch = worker.worker_threads
-        worker.delay_prefetch = max(worker.delay_prefetch, 1)
-
-
-def build_broker(config: Config, declare_actors: bool = True) -> JwqlRedisBroker:
-    """Build (but do not install) the broker and results backend for ``config``.
-
-    Parameters
-    ----------
-    config : Config
-    declare_actors : bool
-        Bind every registered actor to this broker (what workers and monitors need). The
-        operator CLI passes False: it only reads and edits queues, and must leave the actors
-        of the process it runs in bound to their own broker.
-
-    Returns
-    -------
-    JwqlRedisBroker
-        No connection is opened.
-    """
-    from .connection import make_redis
-
-    client = make_redis(config)
-    backend = JwqlResultsBackend(
-        address=config.redis_address,
-        revoked_key=revoked_key(config.namespace),
-        client=client,
-        namespace=f"{config.namespace}:results",
-        use_namespace_prefix_keys=True,
-    )
-    result_ttl_ms = int(config.result_ttl_s * 1000)
-    middleware = [
-        AgeLimit(),
-        ShutdownNotifications(),
-        Callbacks(),
-        Pipelines(),
-        Retries(max_retries=0),
-        CurrentMessage(),
-        KeepFailure(),
-        Results(backend=backend, store_results=True, result_ttl=result_ttl_ms),
-        # After Results: after-hooks run in reverse, so a task's final state is recorded before its
-        # result, and a caller that has the result never reads "running".
-        TaskStates(config.namespace, result_ttl_ms, revoked_key(config.namespace)),  # also skips revoked messages
-        _WorkerDefaults(),
-        WorkerMiddleware(),  # boots the worker in after_process_boot; inert elsewhere
-    ]
-    broker = JwqlRedisBroker(
-        config,
-        client=client,
-        namespace=config.namespace,
-        heartbeat_timeout_ms=int(config.heartbeat_timeout_s * 1000),
-        middleware=middleware,
-    )
-    broker.results_backend = backend
-    if declare_actors:
-        registry.declare_all(broker, config.queue_name)
-    else:
-        broker.declare_queue(config.queue_name)
-    return broker
-
-
-def setup_broker(config: Config | None = None) -> JwqlRedisBroker:
-    """Build the broker from ``config`` (default: :func:`load_config`) and make it Dramatiq's global one.
-
-    Parameters
-    ----------
-    config : Config, optional
-
-    Returns
-    -------
-    JwqlRedisBroker
-    """
-    global _broker, _config
-    with _lock:
-        config = config or load_config()
-        broker = build_broker(config)
-        _broker, _config = broker, config
-        dramatiq.set_broker(broker)
-        return broker
-
-
-def get_broker() -> JwqlRedisBroker:
-    """Return the configured broker, building it from the config file on first call."""
-    with _lock:
-        return _broker if _broker is not None else setup_broker()
-
-
-def task_states(broker: JwqlRedisBroker) -> TaskStates:
-    """The broker's task-state middleware."""
-    return next(m for m in broker.middleware if isinstance(m, TaskStates))
-
-
-def current_broker() -> JwqlRedisBroker | None:
-    """Return the broker if it has been built, without building it."""
-    return _broker
-
-
-def get_config() -> Config:
-    """Return the config the broker was built from (loading it, and building the broker, if needed)."""
-    return get_broker().jwql_config

@@ -6,9 +6,9 @@
   (``before_worker_boot``), and stops the fork server at shutdown (``after_worker_shutdown``).
   Every broker carries one; outside a worker (monitors, the operator CLI) nothing emits those
   hooks, so it does nothing.
-- :class:`ForkingActor` is the actor class of every registered actor: the worker calls
-  ``actor(*args, **kwargs)``, and this class sends that call to a forked child when the
-  broker's middleware has a running executor, or runs it in-process otherwise.
+- :class:`~jwql_dramatiq.worker.forking_actor.ForkingActor` is the actor class of every
+  registered actor: the worker calls ``actor(*args, **kwargs)``, and that class sends the call to
+  a forked child when this middleware has a running executor, or runs it in-process otherwise.
 
 Importing this module imports nothing of this package.
 """
@@ -16,26 +16,23 @@ Importing this module imports nothing of this package.
 from __future__ import annotations
 
 import logging
-from typing import Any
 
-import dramatiq
-from dramatiq.middleware import CurrentMessage, Middleware
+from .forking_actor import ExecutorOwner
 
 logger = logging.getLogger(__name__)
 
 
-class WorkerMiddleware(Middleware):
+class WorkerMiddleware(ExecutorOwner):
     """Boots the worker in ``after_process_boot`` and owns its fork server until shutdown."""
 
     def __init__(self) -> None:
-        #: What :func:`jwql_dramatiq.boot.boot_worker` started (None until the process boots).
+        #: What :func:`jwql_dramatiq.worker.boot.boot_worker` started (None until the process boots).
         self.booted = None
         #: Why booting failed; raised in ``before_worker_boot`` (Dramatiq only logs errors of after-hooks).
         self.boot_error: BaseException | None = None
 
     @property
-    def executor(self):
-        """The running executor, or None (not a worker, or ``max_tasks_per_child`` = 0)."""
+    def executor(self):  # noqa: D102 (ExecutorOwner's)
         return None if self.booted is None else self.booted.executor
 
     def after_process_boot(self, broker) -> None:  # noqa: D102
@@ -69,31 +66,3 @@ class WorkerMiddleware(Middleware):
         """Stop the fork server and record a clean stop (nothing when the process never booted)."""
         if self.booted is not None:
             self.booted.close()
-
-
-def worker_middleware(broker: dramatiq.Broker) -> WorkerMiddleware | None:
-    """The broker's :class:`WorkerMiddleware`, if it has one."""
-    return next((m for m in broker.middleware if isinstance(m, WorkerMiddleware)), None)
-
-
-class ForkingActor(dramatiq.Actor):
-    """A Dramatiq actor whose calls run in a fresh child when the worker's executor is running."""
-
-    def __call__(self, *args: Any, **kwargs: Any) -> Any:
-        middleware = worker_middleware(self.broker)
-        executor = None if middleware is None else middleware.executor
-        if executor is None:
-            return super().__call__(*args, **kwargs)
-        return executor.run(self.actor_name, tuple(args), dict(kwargs), message_context())
-
-
-def message_context() -> dict[str, Any]:
-    """The message being processed, as the fields that rebuild it in the child ({} outside a task)."""
-    message = CurrentMessage.get_current_message()
-    if message is None:
-        return {}
-    return {
-        "queue_name": message.queue_name, "actor_name": message.actor_name, "args": message.args,
-        "kwargs": message.kwargs, "options": dict(message.options), "message_id": message.message_id,
-        "message_timestamp": message.message_timestamp,
-    }

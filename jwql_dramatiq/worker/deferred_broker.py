@@ -22,7 +22,7 @@ from dramatiq.broker import Broker
 class DeferredBroker(Broker):
     """Dramatiq's global broker until the real one is set: every use goes to the configured broker.
 
-    A bad config raises :class:`jwql_dramatiq.boot.WorkerConfigError` (a ``ConfigError`` and an
+    A bad config raises :class:`jwql_dramatiq.worker.boot.WorkerConfigError` (a ``ConfigError`` and an
     ``ImportError``), which the ``dramatiq`` command line turns into exit 2.
     """
 
@@ -32,14 +32,18 @@ class DeferredBroker(Broker):
     @staticmethod
     def resolve() -> Broker:
         """The configured broker, built (without connecting) on first call."""
+        from ..broker import get_broker
+        from ..errors import ConfigError
         from .boot import as_worker_config_error
-        from .broker import get_broker
-        from .errors import ConfigError
+        from .middleware import WorkerMiddleware
 
         try:
-            return get_broker()
+            broker = get_broker()
         except ConfigError as e:
             raise as_worker_config_error(e) from None
+        if not any(isinstance(m, WorkerMiddleware) for m in broker.middleware):
+            broker.add_middleware(WorkerMiddleware())  # boots the worker in after_process_boot; inert elsewhere
+        return broker
 
     # -- state -------------------------------------------------------------------------------
 

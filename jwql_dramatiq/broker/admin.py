@@ -14,8 +14,9 @@ from dramatiq.common import dq_name, q_name
 from dramatiq.message import Message
 
 from . import keys, states
+from .keys import revoked_key
+from .revoke import REVOKED_KEEP_S
 from .scripts import TASK_STATE
-from .revoke import REVOKED_KEEP_S, revoked_key
 
 
 @dataclass(frozen=True)

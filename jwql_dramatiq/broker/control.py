@@ -20,7 +20,6 @@ import json
 import logging
 import os
 import signal
-import socket
 import threading
 import time
 from dataclasses import dataclass
@@ -28,26 +27,14 @@ from typing import Any
 
 import redis
 
-from .connection import BLOCKING_SLICE_S
+from ..config import worker_hostname
+from ..connection import BLOCKING_SLICE_S
 from .keys import heartbeats_key, held_key
 
 logger = logging.getLogger(__name__)
 
 #: How long a worker's record outlives its last update, in seconds (dead ones stay visible a while).
 WORKER_RECORD_TTL_S = 7 * 86_400
-#: Environment variable that overrides the host name a worker reports.
-HOSTNAME_ENV = "JWQL_DRAMATIQ_HOSTNAME"
-
-
-def worker_hostname() -> str:
-    """The host name this process reports in worker records and task states.
-
-    Returns
-    -------
-    str
-        ``$JWQL_DRAMATIQ_HOSTNAME`` if set and not empty, else ``socket.gethostname()``.
-    """
-    return os.environ.get(HOSTNAME_ENV, "").strip() or socket.gethostname()
 
 
 def worker_key(namespace: str, worker_id: str) -> str:
@@ -247,7 +234,7 @@ class WorkerControl:
         if done:
             fields.update(current_message="", current_actor="", current_since="")
         if self.executor is not None:
-            from .executor import rss_mib
+            from ..executor import rss_mib
 
             fields["children_recycled"] = self.executor.children_started
             if self.executor.server_pid:  # a /proc read, no Redis work: it rides on the state write

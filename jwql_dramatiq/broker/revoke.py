@@ -15,14 +15,10 @@ from dramatiq.common import dq_name
 from dramatiq.message import Message
 
 from . import keys, states
+from .keys import revoked_key
 
 #: How long revocations are remembered, in seconds (longer than any task may wait or run).
 REVOKED_KEEP_S = 7 * 86_400
-
-
-def revoked_key(namespace: str) -> str:
-    """The sorted set of revoked message ids."""
-    return f"{namespace}:revoked"
 
 
 def is_revoked(client: redis.Redis, namespace: str, message_id: str) -> bool:
@@ -61,7 +57,7 @@ def revoke(message_id: str, terminate: bool = False, broker=None) -> RevokeOutco
     RevokeOutcome
         ``unknown`` and ``finished`` change nothing.
     """
-    from .broker import get_broker
+    from . import get_broker
     from .control import send_command
 
     broker = broker or get_broker()

@@ -1,7 +1,7 @@
 """The dead-worker sweeper: a thread in every worker that requeues what dead workers had taken.
 
 It is the one path that puts a dead worker's messages back: the ids a worker fetched are held on
-the lease of its heartbeat (:mod:`jwql_dramatiq.keys`), and the sweeper ends lapsed leases.
+the lease of its heartbeat (:mod:`jwql_dramatiq.broker.keys`), and the sweeper ends lapsed leases.
 (Dramatiq's own Redis broker does this only in a maintenance pass that a command runs with
 probability ``maintenance_chance``/1e6 and only for that command's queue, Dramatiq issues #64 and
 #527; our broker has no such pass.) The bound is deterministic: every
@@ -30,8 +30,8 @@ from dataclasses import dataclass
 import redis
 from dramatiq.common import current_millis
 
-from .connection import redis_unavailable
-from .errors import RedisAuthFailed
+from ..connection import redis_unavailable
+from ..errors import RedisAuthFailed
 from .keys import WAKE_LIST_MAX, heartbeats_key
 from .scripts import SWEEP
 

@@ -22,12 +22,12 @@ from dramatiq.results import ResultFailure, ResultMissing, ResultTimeout
 from dramatiq.results.backend import DEFAULT_TIMEOUT
 from dramatiq.results.backends.redis import RedisBackend
 
-from .connection import BLOCKING_SLICE_S, is_auth_error, is_no_replicas, is_outage, redis_unavailable
-from .consumer import defer_write
-from .errors import TaskFailed
-from .outage import ride_through
+from ..connection import BLOCKING_SLICE_S, is_auth_error, is_no_replicas, is_outage, redis_unavailable
+from ..errors import TaskFailed
+from ..outage import ride_through
+from ..sentinel import run_durably, wait_settings
+from .marks import defer_write
 from .scripts import STORE_RESULT
-from .sentinel import run_durably, wait_settings
 
 #: How long a worker keeps trying to store a result that must reach a replica (seconds), e.g. through a failover.
 DURABLE_STORE_BOUND_S = 60.0

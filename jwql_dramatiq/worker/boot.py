@@ -1,7 +1,7 @@
-"""Worker start-up: what :class:`jwql_dramatiq.worker_middleware.WorkerMiddleware` does in a worker.
+"""Worker start-up: what :class:`jwql_dramatiq.worker.middleware.WorkerMiddleware` does in a worker.
 
 ``dramatiq jwql_dramatiq.actors -p1 -t1`` imports the actors (which installs the deferred broker
-of :mod:`jwql_dramatiq.deferred_broker` and reads nothing), asks ``dramatiq.get_broker()`` for
+of :mod:`jwql_dramatiq.worker.deferred_broker` and reads nothing), asks ``dramatiq.get_broker()`` for
 the broker and emits ``process_boot``. The broker is built from the config at that moment, and
 the middleware's ``after_process_boot`` calls :func:`boot_worker` while the process is still
 single-threaded: it sets the CRDS environment, forks the preloaded fork server, checks that
@@ -29,7 +29,7 @@ from typing import Any
 from dramatiq.errors import BrokerConnectionError
 from dramatiq.middleware import MiddlewareError
 
-from .errors import ConfigError, JwqlDramatiqError, RedisAuthFailed, RedisUnavailable
+from ..errors import ConfigError, JwqlDramatiqError, RedisAuthFailed, RedisUnavailable
 
 logger = logging.getLogger(__name__)
 
@@ -97,7 +97,7 @@ class BootedWorker:
     """What :func:`boot_worker` started; :meth:`close` stops it."""
 
     executor: Any  # jwql_dramatiq.executor.Executor, or None with max_tasks_per_child = 0
-    control: Any = None  # jwql_dramatiq.control.WorkerControl, once Redis answered
+    control: Any = None  # jwql_dramatiq.broker.control.WorkerControl, once Redis answered
 
     def close(self) -> None:
         """Stop the fork server (killing its children) and record a clean stop. Safe to call twice."""
@@ -129,11 +129,11 @@ def boot_worker(broker) -> BootedWorker:
     WorkerRedisUnavailable
         Redis does not answer.
     """
-    from .broker import task_states
-    from .config import check_transfer_dir
-    from .connection import check_redis
-    from .control import WorkerControl
-    from .sweeper import start_sweeper
+    from ..broker import task_states
+    from ..config import check_transfer_dir
+    from ..connection import check_redis
+    from ..broker.control import WorkerControl
+    from ..broker.sweeper import start_sweeper
 
     install_one_line_errors()
     config = broker.jwql_config
@@ -149,7 +149,7 @@ def boot_worker(broker) -> BootedWorker:
         logging.config.dictConfig(config.logging)
         install_one_line_errors()
     if config.crds_path:
-        from .pipeline.crds_env import apply_crds_environment
+        from ..pipeline.crds_env import apply_crds_environment
 
         apply_crds_environment(config.crds_path, server_url=config.crds_server_url, context=config.crds_context,
                                offline_stub=config.crds_offline_stub)
@@ -178,7 +178,7 @@ def _start_executor(broker, config):
     """Fork the fork server (``max_tasks_per_child`` > 0), or return None for in-process tasks."""
     if config.max_tasks_per_child <= 0:
         return None
-    from .executor import Executor
+    from ..executor import Executor
 
     executor = Executor(
         max_tasks_per_child=config.max_tasks_per_child,
@@ -211,7 +211,7 @@ def wait_ready(broker, booted: BootedWorker) -> None:
 
 def _progress_recorder(broker):
     """``on_progress`` for the executor: attempt, cores and memory peak go into the task's state."""
-    from .states import write_state
+    from ..broker.states import write_state
 
     namespace, ttl_ms = broker.jwql_config.namespace, int(broker.jwql_config.result_ttl_s * 1000)
 
