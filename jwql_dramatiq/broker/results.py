@@ -95,13 +95,13 @@ class JwqlResultsBackend(RedisBackend):
         backend raises here, and the run's result is then missing at the ack).
         """
         try:
-            self.encoder.encode(result)
+            call = self._store_call(message, result, ttl, force=False)  # encodes the result, once
         except (TypeError, ValueError) as e:
             text = (f"actor {message.actor_name!r} returned a {type(result).__name__}, which cannot be stored as "
                     f"a JSON result ({e}); return JSON types (str, int, float, bool, None, list, dict)")
             self.store_failure(message, {"type": "ResultNotEncodable", "msg": text, "traceback": ""}, ttl)
             return
-        self._store_guarded(message, result, ttl, force=False)
+        self._write(message, *call, force=False)
 
     def store_exception(self, message, exception: BaseException, ttl: int) -> None:
         """Store the failure ``exception`` (once: the consumer stores it before the nack, Results again after)."""
@@ -123,7 +123,7 @@ class JwqlResultsBackend(RedisBackend):
         force : bool
             Store it even if the message is revoked (used by revoke and purge themselves).
         """
-        self._store_guarded(message, {"__t": _CANARY, "exn": exn}, ttl, force=force)
+        self._write(message, *self._store_call(message, {"__t": _CANARY, "exn": exn}, ttl, force), force=force)
 
     def queue_failure(self, pipe, message, exn: dict[str, str], ttl: int, force: bool = False) -> None:
         """Queue :meth:`store_failure`'s write on ``pipe`` (no ``WAIT``: the caller waits once for the lot)."""
@@ -138,8 +138,7 @@ class JwqlResultsBackend(RedisBackend):
                 "1" if _is_failure(payload) else "0"]
         return keys, args
 
-    def _store_guarded(self, message, payload: Any, ttl: int, force: bool) -> None:
-        keys, args = self._store_call(message, payload, ttl, force)
+    def _write(self, message, keys: list[Any], args: list[Any], force: bool) -> None:
         durable = wait_settings(self.client)[0] > 0
         if not durable and not force and defer_write(message, STORE_RESULT, keys, args):
             # Written with the ack, in its round trip (a retried ack writes it again: the script keeps one).
