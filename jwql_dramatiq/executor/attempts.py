@@ -89,14 +89,13 @@ def release_locks(attempt: Attempt) -> None:
     A SIGKILLed child cannot release its locks, and they would otherwise block the next run of the
     same file for a whole lease. Its late writes stay fenced off.
     """
-    from ..locks.admin import clear_locks_of
+    from ..locks.admin import clear_stale_locks
     from ..locks.owner import hostname
 
     if not attempt.pid:
         return
     try:
-        for info in clear_locks_of(hostname(), attempt.pid):
-            logger.warning("Released lock %r of task child %d (killed)", info.name, attempt.pid)
+        clear_stale_locks(owner=(hostname(), attempt.pid))  # logs each lock it clears
     except Exception as e:  # Redis away: the lease frees them
         logger.warning("Could not release the locks of task child %d (%s); their lease frees them", attempt.pid, e)
 

@@ -344,40 +344,8 @@ def clear_lock(
     raise LockError(name, f"Lock {name!r} changed owner {CLEAR_ATTEMPTS} times while being cleared; not cleared")
 
 
-def clear_locks_of(host: str, pid: int, client: redis.Redis | None = None,
-                   namespace: str | None = None) -> list[LockInfo]:
-    """Remove the locks a dead process of ``host`` still holds (a task child its worker just killed).
-
-    Parameters
-    ----------
-    host : str
-        The owner's host, as locks record it.
-    pid : int
-        The dead owner's pid; a lock whose owner looks alive is kept (the pid was reused).
-    client : redis.Redis or None
-        The client; None for ``get_redis()``.
-    namespace : str or None
-        The key prefix; None for the configured one.
-
-    Returns
-    -------
-    list of LockInfo
-        The locks removed.
-
-    Raises
-    ------
-    RedisUnavailable
-        Redis could not be reached.
-    """
-    client, namespace, _ = _redis.resolve(client, namespace, 1.0)
-    removed = []
-    for info in list_locks(client, namespace):
-        if info.host == host and info.pid == pid and not info.alive and _compare_and_delete(client, namespace, info):
-            removed.append(info)
-    return removed
-
-
-def clear_stale_locks(client: redis.Redis | None = None, namespace: str | None = None) -> list[LockInfo]:
+def clear_stale_locks(client: redis.Redis | None = None, namespace: str | None = None,
+                      owner: tuple[str, int] | None = None) -> list[LockInfo]:
     """Remove every lock whose owner is dead (see :func:`list_locks` for what "alive" means).
 
     Parameters
@@ -386,6 +354,9 @@ def clear_stale_locks(client: redis.Redis | None = None, namespace: str | None =
         The client; None for ``get_redis()``.
     namespace : str or None
         The key prefix; None for the configured one.
+    owner : (host, pid), optional
+        Only locks of that owner (e.g. a task child its worker just killed); still only if it is dead,
+        so a reused pid keeps its lock.
 
     Returns
     -------
@@ -400,6 +371,8 @@ def clear_stale_locks(client: redis.Redis | None = None, namespace: str | None =
     client, namespace, _ = _redis.resolve(client, namespace, 1.0)
     removed = []
     for info in list_locks(client, namespace):
+        if owner is not None and (info.host, info.pid) != owner:
+            continue
         if not info.alive and _compare_and_delete(client, namespace, info):
             logger.warning("Cleared stale lock %r held by %s", info.name, info.describe())
             removed.append(info)
