@@ -40,8 +40,9 @@ from pathlib import Path
 import dramatiq
 import pytest
 
+from tests.peers.sdist import peer_sdist
+
 REPO = Path(__file__).resolve().parents[2]
-CACHE = REPO / ".venv" / "peer-sdists"
 DOC = REPO / "docs" / "compatibility.md"
 
 #: The sdist's test files that run (see the module docstring).
@@ -318,23 +319,7 @@ STUB_ONLY = (
 
 def _sdist() -> Path:
     """The installed Dramatiq version's sdist, downloaded once into the cache."""
-    version = dramatiq.__version__
-    found = sorted(CACHE.glob(f"dramatiq-{version}.tar.gz"))
-    if found:
-        return found[0]
-    CACHE.mkdir(parents=True, exist_ok=True)
-    out = subprocess.run(
-        [sys.executable, "-m", "pip", "download", "--no-binary", ":all:", "--no-deps", f"dramatiq=={version}",
-         "-d", str(CACHE), "-q"],
-        capture_output=True, text=True, timeout=120,
-    )
-    found = sorted(CACHE.glob(f"dramatiq-{version}.tar.gz"))
-    if out.returncode != 0 or not found:
-        message = f"could not download the dramatiq=={version} sdist: {out.stderr.strip()[-500:]}"
-        if os.environ.get("CI"):
-            pytest.fail(message)
-        pytest.skip(message)
-    return found[0]
+    return peer_sdist("dramatiq", dramatiq.__version__)
 
 
 def documented_failures() -> set[str]:

@@ -23,8 +23,9 @@ from pathlib import Path
 import pytest
 import redis
 
+from tests.peers.sdist import peer_sdist
+
 REPO = Path(__file__).resolve().parents[2]
-CACHE = REPO / ".venv" / "peer-sdists"
 DOC = REPO / "docs" / "compatibility.md"
 
 CONFTEST = '''
@@ -69,23 +70,7 @@ def _our_lock_class(request, monkeypatch):
 
 def _sdist() -> Path:
     """The installed redis-py version's sdist, downloaded once into the cache."""
-    version = redis.__version__
-    found = sorted(CACHE.glob(f"redis-{version}.tar.gz"))
-    if found:
-        return found[0]
-    CACHE.mkdir(parents=True, exist_ok=True)
-    out = subprocess.run(
-        [sys.executable, "-m", "pip", "download", "--no-binary", ":all:", "--no-deps", f"redis=={version}",
-         "-d", str(CACHE), "-q"],
-        capture_output=True, text=True, timeout=120,
-    )
-    found = sorted(CACHE.glob(f"redis-{version}.tar.gz"))
-    if out.returncode != 0 or not found:
-        message = f"could not download the redis=={version} sdist: {out.stderr.strip()[-500:]}"
-        if os.environ.get("CI"):
-            pytest.fail(message)
-        pytest.skip(message)
-    return found[0]
+    return peer_sdist("redis", redis.__version__)
 
 
 def documented_failures() -> set[str]:
