@@ -39,6 +39,15 @@ def poll_until(predicate: Callable[[], object], timeout_s: float, interval_s: fl
     return True
 
 
+
+def kill_process_group(proc: subprocess.Popen) -> None:
+    """SIGKILL ``proc``'s process group (it leads one) and reap ``proc``; nothing if it is gone already."""
+    try:
+        os.killpg(proc.pid, signal.SIGKILL)
+    except ProcessLookupError:
+        pass
+    proc.wait(10)
+
 class RedisServer:
     """A private ``redis-server`` on a free loopback port and a unix socket.
 
@@ -159,11 +168,6 @@ class WorkerProcess:
                 self.proc.wait(timeout_s)
             except subprocess.TimeoutExpired:
                 pass
-        try:
-            os.killpg(self.proc.pid, signal.SIGKILL)
-        except ProcessLookupError:
-            pass
-        if self.proc.poll() is None:
-            self.proc.wait(10)
+        kill_process_group(self.proc)
         self._log.close()
         return self.proc.returncode

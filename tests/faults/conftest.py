@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import json
 import os
-import signal
 import time
 from pathlib import Path
 from typing import Any, Callable, Iterable
@@ -18,7 +17,7 @@ from typing import Any, Callable, Iterable
 import pytest
 import redis
 
-from jwql_dramatiq.embedded import WorkerProcess
+from jwql_dramatiq.embedded import WorkerProcess, kill_process_group
 
 #: Environment variable naming the JSON-lines file the figures are appended to.
 REPORT_ENV = "JWQL_DRAMATIQ_FAULT_REPORT"
@@ -48,11 +47,7 @@ def record_figures(request: pytest.FixtureRequest) -> Callable[..., dict[str, An
 def kill_group(worker: WorkerProcess) -> None:
     """``kill -9`` a worker's whole process group (the dramatiq main process, its worker
     process, the fork server and any task child), and reap the main process."""
-    try:
-        os.killpg(worker.proc.pid, signal.SIGKILL)
-    except ProcessLookupError:
-        pass
-    worker.proc.wait(10)
+    kill_process_group(worker.proc)
 
 
 def owner_of(pid: int, workers: Iterable[WorkerProcess]) -> WorkerProcess | None:
@@ -163,11 +158,7 @@ class Agent:
                 self.proc.wait(5)
             except (OSError, ValueError, Exception):  # noqa: BLE001 - it is being killed anyway
                 pass
-        try:
-            os.killpg(self.proc.pid, signal.SIGKILL)
-        except ProcessLookupError:
-            pass
-        self.proc.wait(10)
+        kill_process_group(self.proc)
         self._log.close()
 
 

@@ -10,8 +10,6 @@ that same prefix (inside its host, so it answers even while the host is cut off)
 
 from __future__ import annotations
 
-import os
-import signal
 import subprocess
 import time
 from dataclasses import dataclass, field
@@ -19,7 +17,7 @@ from pathlib import Path
 
 import redis
 
-from jwql_dramatiq.embedded import free_port
+from jwql_dramatiq.embedded import free_port, kill_process_group
 
 #: The master name the sentinels monitor.
 MASTER_NAME = "jwql"
@@ -104,11 +102,7 @@ class Node:
         """``kill -9`` its process group and reap it."""
         if self.proc is None:
             return
-        try:
-            os.killpg(self.proc.pid, signal.SIGKILL)
-        except ProcessLookupError:
-            pass
-        self.proc.wait(10)
+        kill_process_group(self.proc)
 
     def client(self) -> redis.Redis:
         """A direct client (loopback nodes only)."""

@@ -9,11 +9,12 @@ from __future__ import annotations
 
 import os
 import secrets
-import signal
 import subprocess
 import time
 from dataclasses import dataclass
 from pathlib import Path
+
+from jwql_dramatiq.embedded import kill_process_group
 
 
 @dataclass(frozen=True)
@@ -126,8 +127,4 @@ class SecureRedis:
         """Kill it (and its session) and reap it."""
         if self.proc is None:
             return
-        try:
-            os.killpg(self.proc.pid, signal.SIGKILL)
-        except ProcessLookupError:
-            pass
-        self.proc.wait(10)
+        kill_process_group(self.proc)
