@@ -14,12 +14,11 @@ from typing import Any
 import dramatiq
 from dramatiq.common import current_millis
 from dramatiq.message import Message
-from dramatiq.results import Results
 
 from ..connection import BLOCKING_SLICE_S, is_auth_error, is_outage
 from ..errors import RedisUnavailable
 from . import keys
-from .marks import failure_of, results_options
+from .marks import failure_of, results_middleware, results_options
 from .scripts import FETCH
 
 logger = logging.getLogger(__name__)
@@ -159,7 +158,7 @@ class WakingConsumer(dramatiq.Consumer):
         """The Results middleware's backend if it is ours (which keeps the marks this consumer reads)."""
         from .results import JwqlResultsBackend
 
-        results = next((m for m in self.broker.middleware if isinstance(m, Results)), None)
+        results = results_middleware(self.broker)
         backend = results.backend if results is not None else None
         return backend if isinstance(backend, JwqlResultsBackend) else None
 

@@ -46,12 +46,17 @@ def failure_of(message) -> BaseException | None:
     return getattr(message, "failure", None)
 
 
+def results_middleware(broker) -> Results | None:
+    """The broker's Results middleware, or None."""
+    return next((m for m in broker.middleware if isinstance(m, Results)), None)
+
+
 def results_options(broker, message) -> tuple[bool, int | None]:
     """Whether ``message``'s result is stored, and for how long (ms), as the Results middleware decides.
 
     Returns ``(False, None)`` when the broker has no Results middleware or the actor is unknown.
     """
-    results = next((m for m in broker.middleware if isinstance(m, Results)), None)
+    results = results_middleware(broker)
     if results is None or message.actor_name not in broker.actors:
         return False, None
     options = broker.get_actor(message.actor_name).options
