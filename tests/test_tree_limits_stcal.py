@@ -61,8 +61,12 @@ def test_revoke_terminate_of_a_full_frame_jump_with_all_cores_leaves_no_process(
     with pytest.raises(ResultFailure) as info:
         message.get_result(block=True, timeout=10_000)
     assert info.value.orig_exc_type == "TaskRevoked"
-    assert not list((tmp_path / "transfer" / "outgoing").glob(".staging.*"))
-    assert not list((tmp_path / "working" / "calibrated_data").glob("task.*"))
+    # The revoke answers the caller at once; the worker removes the task's directories only after
+    # it has reaped the whole tree, so they go a moment later.
+    wait_for(lambda: not list((tmp_path / "transfer" / "outgoing").glob(".staging.*")), 10,
+             "the task's staging directory to be removed")
+    wait_for(lambda: not list((tmp_path / "working" / "calibrated_data").glob("task.*")), 10,
+             "the task's scratch directory to be removed")
 
 
 def test_a_full_frame_job_over_its_limit_with_all_cores_backs_off_and_returns_its_products(broker, make_config,
