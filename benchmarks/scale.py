@@ -34,6 +34,7 @@ import subprocess
 import sys
 import tempfile
 import time
+from collections import Counter
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
@@ -46,12 +47,18 @@ from jwql_dramatiq.embedded import RedisServer, poll_until  # noqa: E402
 BOOT_TIMEOUT_S = 600
 #: Seconds allowed for a drain.
 DRAIN_TIMEOUT_S = 1800
+BREAKDOWN_ROWS = 25  # commands listed per variant in the by-command table
+
+
+def command_calls(client) -> Counter:
+    """Calls per command the server has run (INFO commandstats), leaving out INFO itself."""
+    stats = client.info("commandstats")
+    return Counter({k.removeprefix("cmdstat_"): v["calls"] for k, v in stats.items() if k != "cmdstat_info"})
 
 
 def command_count(client) -> int:
     """Commands the server has run (INFO commandstats), leaving out INFO itself."""
-    stats = client.info("commandstats")
-    return sum(v["calls"] for k, v in stats.items() if k != "cmdstat_info")
+    return sum(command_calls(client).values())
 
 
 def used_memory(client) -> int:
@@ -106,7 +113,8 @@ def run_drain(client, send, backend, tasks: int, procs: list) -> dict[str, float
             pass
     poll_cost = (command_count(client) - before) / 20
 
-    memory0, commands0 = used_memory(client), command_count(client)
+    memory0, calls0 = used_memory(client), command_calls(client)
+    commands0 = sum(calls0.values())
     started = time.perf_counter()
     messages = [send.send() for _ in range(tasks)]
     send_s = time.perf_counter() - started
@@ -129,7 +137,8 @@ def run_drain(client, send, backend, tasks: int, procs: list) -> dict[str, float
             failures += 1
             i += 1
     drain_s = time.perf_counter() - thawed
-    commands1, memory1 = command_count(client), used_memory(client)
+    calls1, memory1 = command_calls(client), used_memory(client)
+    commands1 = sum(calls1.values())
     worker_commands = commands1 - commands_sent - polls * poll_cost
     return {
         "sends_per_s": tasks / send_s,
@@ -141,6 +150,8 @@ def run_drain(client, send, backend, tasks: int, procs: list) -> dict[str, float
         "commands": (commands_sent - commands0 + worker_commands) / tasks,
         "memory_bytes": (memory1 - memory0) / tasks,
         "failures": failures,
+        # Which commands a task costs (sends, workers and this process's result reads together).
+        "by_command": {name: calls / tasks for name, calls in (calls1 - calls0).most_common(BREAKDOWN_ROWS)},
     }
 
 
@@ -282,6 +293,11 @@ def main() -> int:  # noqa: C901 (one measured run, phase after phase)
          ["tasks --state queued", ops["tasks_queued_s"], ""],
          [f"purge --yes of {args.states} messages (exit {ops['purge_rc']}; prints {ops['purge_lines']} lines, "
           f"{ops['purge_bytes']} bytes)", ops["purge_s"], "<= 5 s, output summarised"]])
+    names = list(dict.fromkeys([*stock["by_command"], *ours["by_command"]]))
+    print_table("Redis calls per task by command over the sends and the drain (result reads included)",
+                ["command", "stock Dramatiq", "jwql_dramatiq"],
+                [[name, f"{stock['by_command'].get(name, 0):.2f}", f"{ours['by_command'].get(name, 0):.2f}"]
+                 for name in names])
     print(f"\n(drain: stock {stock['drain_s']:.1f} s, jwql_dramatiq {ours['drain_s']:.1f} s; failed tasks: stock "
           f"{stock['failures']}, jwql_dramatiq {ours['failures']}; sending {args.states} tasks from 8 threads took "
           f"{fill_s:.1f} s; round trips from {args.probe_tasks} tasks through an in-process dramatiq.Worker of one "

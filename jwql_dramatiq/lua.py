@@ -8,6 +8,11 @@ Declare one :class:`LuaScript` per file, as a module constant; nothing is read u
     reply = SWEEP.run(client, keys=[...], args=[...])      # EVALSHA, loading it on NOSCRIPT
     SWEEP.queue(pipe, keys=[...], args=[...])             # EVALSHA queued on a pipeline
 
+Code two scripts share lives in a library file of ``local function`` definitions (with its own
+header), named in ``includes``: the loader prepends it, so one copy serves both::
+
+    ENQUEUE = LuaScript("jwql_dramatiq.broker.scripts", "enqueue.lua", includes=("task_state_lib.lua",))
+
 :meth:`LuaScript.run` sends ``EVALSHA`` and, when the server does not know the script (first
 use, or after a restart or ``SCRIPT FLUSH``), loads it with ``SCRIPT LOAD`` and sends it again,
 which is what redis-py's ``register_script`` does. Driver errors are raised unchanged: callers
@@ -35,11 +40,14 @@ class LuaScript:
         The package holding the file, e.g. ``"jwql_dramatiq.broker.scripts"``.
     filename : str
         The ``.lua`` file in it, e.g. ``"sweep.lua"``.
+    includes : sequence of str
+        Library files in the same package whose text is prepended, in order (shared functions).
     """
 
-    def __init__(self, package: str, filename: str) -> None:
+    def __init__(self, package: str, filename: str, includes: Sequence[str] = ()) -> None:
         self.package = package
         self.filename = filename
+        self.includes = tuple(includes)
         self._source: str | None = None
         self._sha: str | None = None
         self._lock = threading.Lock()
@@ -53,7 +61,9 @@ class LuaScript:
         if self._source is None:
             with self._lock:
                 if self._source is None:
-                    text = resources.files(self.package).joinpath(self.filename).read_text(encoding="utf-8")
+                    folder = resources.files(self.package)
+                    text = "\n".join(folder.joinpath(name).read_text(encoding="utf-8")
+                                      for name in (*self.includes, self.filename))
                     self._sha = hashlib.sha1(text.encode("utf-8")).hexdigest()
                     self._source = text
         return self._source

@@ -214,17 +214,26 @@ def test_purge_returns_blocked_monitors_at_once_and_keeps_the_dead_letter_queue(
 
 
 @pytest.mark.timeout(60)
-def test_purge_of_many_messages_prints_a_summary_and_json_lists_all(broker, make_config, redis_client, capsys):
-    # Given 25 queued messages (no worker running)
+def test_purge_of_many_messages_prints_a_summary_and_json_lists_all(broker, make_config, redis_client, capsys,
+                                                                    monkeypatch):
+    from jwql_dramatiq.broker import admin
+
+    # Given 25 queued messages (no worker running), purged in chunks of 7, and an undecodable payload
+    monkeypatch.setattr(admin, "PURGE_CHUNK", 7)
     config = make_config()
     sent = [t.record_span.send(0.1) for _ in range(25)]
+    redis_client.hset(f"{NS}:jwql.msgs", "garbled", "not a message")
+    redis_client.rpush(f"{NS}:jwql", "garbled")
     # When purge --yes runs
     code, out, _ = cli(capsys, config, "purge", "--yes")
     # Then it prints the counts, the first ten ids and how many more, not one line per message
-    assert code == RET_OK and "Purged 25 message(s): 25 ready, 0 delayed" in out
-    assert "... and 15 more (--json lists every one)" in out
+    assert code == RET_OK and "Purged 26 message(s): 26 ready, 0 delayed" in out  # the undecodable one too
+    assert "... and 16 more (--json lists every one)" in out
     assert sum(m.message_id in out for m in sent) == 10
     assert {state_of(m) for m in sent} == {"purged"} and redis_client.llen(f"{NS}:jwql") == 0
+    assert redis_client.hlen(f"{NS}:jwql.msgs") == 0, "every payload, the undecodable one too, is gone"
+    with pytest.raises(ResultFailure, match="purged"):
+        sent[-1].get_result(block=False)  # the last chunk's waiter is told too
     # And --json lists every one
     more = [t.record_span.send(0.1) for _ in range(12)]
     code, out, _ = cli(capsys, config, "purge", "--yes", "--json")

@@ -14,6 +14,7 @@ from dramatiq.message import Message
 
 from jwql_dramatiq.broker import states
 from jwql_dramatiq.config import HOSTNAME_ENV, worker_hostname
+from jwql_dramatiq.broker.scripts import TASK_STATE
 from jwql_dramatiq.broker.states import TaskStates, get_task_state, list_tasks, write_state
 from tests.conftest import wait_for
 
@@ -59,10 +60,9 @@ class StubControl:
 
 
 def enqueued(middleware, broker, message) -> None:
-    """The state write a send makes: queued on the send's own pipeline (see JwqlRedisBroker.enqueue)."""
-    with broker.client.pipeline(transaction=False) as pipe:
-        middleware.enqueue_writes(broker, pipe, message, None)
-        pipe.execute()
+    """The state write a send makes (JwqlRedisBroker.enqueue runs it inside enqueue.lua)."""
+    state_keys, state_args = middleware.enqueue_state(broker, message, None)
+    TASK_STATE.run(broker.client, keys=state_keys, args=state_args)
 
 
 def counted(call) -> int:

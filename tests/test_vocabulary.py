@@ -192,8 +192,11 @@ def test_lua_scripts_load_on_noscript_and_queue_on_pipelines(redis_client):
     from jwql_dramatiq.lua import LuaScript
 
     # Given: every script of jwql_dramatiq/scripts is a LuaScript of the one loader
-    declared = {s.filename for s in scripts.ALL_SCRIPTS}
+    declared = {name for s in scripts.ALL_SCRIPTS for name in (s.filename, *s.includes)}
     assert declared == {p.name for p in (REPO / "jwql_dramatiq" / "broker" / "scripts").glob("*.lua")}
+    # ... and a shared library is prepended once to each script that includes it
+    assert scripts.ENQUEUE.source.count("local function write_task_state(") == 1
+    assert scripts.TASK_STATE.source.count("local function write_task_state(") == 1
     echo = LuaScript("jwql_dramatiq.broker.scripts", "sweep.lua")
     assert echo.source.startswith("--") and len(echo.sha) == 40
     # When: the server has forgotten the script (a restart, SCRIPT FLUSH)

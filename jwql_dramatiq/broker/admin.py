@@ -8,7 +8,9 @@ every purged message a ``TaskPurged`` failure result, so its waiter returns at o
 from __future__ import annotations
 
 import time
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
+from typing import Any
 
 from dramatiq.common import dq_name, q_name
 from dramatiq.message import Message
@@ -16,7 +18,7 @@ from dramatiq.message import Message
 from . import keys, states
 from .keys import revoked_key
 from .revoke import REVOKED_KEEP_S
-from .scripts import TASK_STATE
+from .scripts import PURGE
 
 
 @dataclass(frozen=True)
@@ -83,7 +85,7 @@ def queue_lengths(broker) -> list[QueueLengths]:
     return [QueueLengths(name, sum(next(counts) for _ in lists[name]), next(counts), next(counts)) for name in names]
 
 
-#: Messages purged per pair of round trips.
+#: Messages purged per pair of round trips (at 7 script arguments each, well inside Lua's limits).
 PURGE_CHUNK = 2000
 
 
@@ -93,9 +95,8 @@ def purge(broker, queue: str | None = None, dead_letter: bool = False) -> list[d
     Running messages are left alone. The dead-letter queue is kept unless ``dead_letter``.
 
     Delayed messages a worker already holds in memory are failed the same way and skipped
-    when they fall due. Messages go in chunks of :data:`PURGE_CHUNK`: two round trips
-    (read the payloads and their revocations), then one that writes the revocations, failures,
-    states and removals.
+    when they fall due. Messages go in chunks of :data:`PURGE_CHUNK`, two round trips each: read
+    the payloads, then ``purge.lua`` writes the revocations, failures, states and removals.
 
     Parameters
     ----------
@@ -126,10 +127,7 @@ def purge(broker, queue: str | None = None, dead_letter: bool = False) -> list[d
             # Delayed messages a worker holds in memory until due are failed too (and skipped when due),
             # but their payloads stay until that worker settles them.
             ids = list(client.hkeys(payloads)) if queue_name != name else waiting
-            removed = set(waiting)
-            for start in range(0, len(ids), PURGE_CHUNK):
-                chunk = ids[start:start + PURGE_CHUNK]
-                purged += _purge_chunk(broker, chunk, [i for i in chunk if i in removed], payloads, name, was, ttl_ms)
+            purged += _purge_chunks(broker, ids, set(waiting), payloads, name, was, ttl_ms)
         if dead_letter:
             dead = keys.dead_letters_key(ns, name)
             client.delete(dead, dead + ".msgs")
@@ -138,38 +136,60 @@ def purge(broker, queue: str | None = None, dead_letter: bool = False) -> list[d
     return purged
 
 
-def _purge_chunk(broker, ids: list[bytes], removed: list[bytes], payloads_key: str, queue: str, was: str,
-                 ttl_ms: int) -> list[dict[str, str]]:
-    """Fail one chunk of taken messages as purged; return what to report."""
-    client, ns = broker.client, broker.jwql_config.namespace
-    datas = client.hmget(payloads_key, ids)
-    report, messages = [], []
-    for redis_id, data in zip(ids, datas):
-        if data is None:
+@dataclass
+class _PurgeChunk:
+    """One chunk's ``purge.lua`` ARGV (after the five shared ones) and what to report for it."""
+
+    args: list[Any]
+    report: list[dict[str, str]]
+    actors: dict[str, str]
+
+
+def _prepare_chunk(broker, ids: list[bytes], removed: set[bytes], payloads_key: str, queue: str,
+                   was: str) -> _PurgeChunk:
+    """Read one chunk's payloads and build its part of ``purge.lua``'s ARGV."""
+    chunk = _PurgeChunk([], [], {})
+    for redis_id, data in zip(ids, broker.client.hmget(payloads_key, ids)):
+        if data is None:  # settled or purged meanwhile
             continue
+        drop = "1" if redis_id in removed else "0"
         try:
-            messages.append(Message.decode(data))
+            message = Message.decode(data)
         except Exception:  # not a message this package can read: removed, and nobody to tell
-            report.append({"message_id": "", "actor": "", "queue": queue, "was": was,
-                           "note": f"undecodable payload (redis id {redis_id.decode(errors='replace')})"})
-    revoked = client.zmscore(revoked_key(ns), [m.message_id for m in messages]) if messages else []
-    fresh = [m for m, score in zip(messages, revoked) if score is None]  # else its waiter was told already
+            chunk.report.append({"message_id": "", "actor": "", "queue": queue, "was": was,
+                                 "note": f"undecodable payload (redis id {redis_id.decode(errors='replace')})"})
+            chunk.args += [redis_id, drop, "", "", "", "", ""]
+            continue
+        text = (f"task {message.message_id} ({message.actor_name}) was purged from queue "
+                f"{q_name(message.queue_name)!r} before it ran")
+        result_key, failure = broker.results_backend.failure_record(
+            message, {"type": "TaskPurged", "msg": text, "traceback": ""})
+        chunk.args += [redis_id, drop, message.message_id, result_key, failure, message.actor_name, text]
+        chunk.actors[message.message_id] = message.actor_name
+    return chunk
 
-    def build(pipe) -> None:
-        now = time.time()
-        if fresh:
-            pipe.zadd(revoked_key(ns), {m.message_id: now for m in fresh})  # never run, never overwritten
-        for message in fresh:
-            text = (f"task {message.message_id} ({message.actor_name}) was purged from queue "
-                    f"{q_name(message.queue_name)!r} before it ran")
-            broker.results_backend.queue_failure(pipe, message, {"type": "TaskPurged", "msg": text, "traceback": ""},
-                                                 ttl_ms, force=True)
-            state_keys, state_args = states.state_call(
-                ns, message.message_id, ttl_ms, mode="force", state=states.PURGED, purged_at=now,
-                actor=message.actor_name, queue=q_name(message.queue_name), error=f"TaskPurged: {text}")
-            TASK_STATE.queue(pipe, keys=state_keys, args=state_args)
-        if removed:
-            pipe.hdel(payloads_key, *removed)
 
-    broker.run_pipeline(build)
-    return report + [{"message_id": m.message_id, "actor": m.actor_name, "queue": queue, "was": was} for m in fresh]
+def _purge_chunks(broker, ids: list[bytes], removed: set[bytes], payloads_key: str, queue: str, was: str,
+                  ttl_ms: int) -> list[dict[str, str]]:
+    """Fail ``ids`` as purged, :data:`PURGE_CHUNK` at a time (``purge.lua``); return what to report.
+
+    The next chunk is read and decoded in a helper thread while Redis runs the current one's
+    script, so the server's work and ours overlap.
+    """
+    ns = broker.jwql_config.namespace
+    shared = [time.time(), ttl_ms, states.INDEX_MAX, states.task_key(ns, ""), queue]
+    chunks = [ids[start:start + PURGE_CHUNK] for start in range(0, len(ids), PURGE_CHUNK)]
+    reported: list[dict[str, str]] = []
+    with ThreadPoolExecutor(max_workers=1) as reader:
+        pending = [reader.submit(_prepare_chunk, broker, chunk, removed, payloads_key, queue, was)
+                   for chunk in chunks[:1]]
+        for index in range(len(chunks)):
+            chunk = pending.pop().result()
+            if index + 1 < len(chunks):
+                pending.append(reader.submit(_prepare_chunk, broker, chunks[index + 1], removed, payloads_key,
+                                             queue, was))
+            failed = broker.run_script(PURGE, [revoked_key(ns), states.index_key(ns), payloads_key],
+                                       shared + chunk.args)
+            reported += chunk.report + [{"message_id": m.decode(), "actor": chunk.actors[m.decode()],
+                                         "queue": queue, "was": was} for m in failed]
+    return reported

@@ -29,9 +29,10 @@ class WakingConsumer(dramatiq.Consumer):
 
     When idle it blocks on its queue's wake-up list instead of sleeping through a poll back-off.
     A consumer with a full prefetch sleeps instead of blocking, so that wake-up tokens go to
-    consumers that can take the message. Every pass still runs a fetch, which is what records
-    the worker's heartbeat (the lease its held messages live on), so heartbeats keep at most
-    ``timeout`` ms apart.
+    consumers that can take the message. Every pass still runs a fetch, which records the
+    worker's heartbeat (the lease its held messages live on) when the last one is older than
+    ``timeout`` ms (or a quarter of the broker's heartbeat timeout, if shorter), so heartbeats
+    keep at most that far apart and a busy queue costs no heartbeat write per message.
 
     It also refuses, instead of crashing on or silently dropping, a message it cannot run: a
     payload that is not a JSON message (pickles are never unpickled), one larger than
@@ -69,6 +70,8 @@ class WakingConsumer(dramatiq.Consumer):
         # the delay-queue consumer wakes when the earliest is due instead of after a poll.
         self._etas: dict[str, int] = {}
         self._last_beat_ms = 0
+        # Heartbeats go at most this far apart (ms): the idle poll, and well inside the lease.
+        self._beat_every_ms = min(timeout, broker.heartbeat_timeout // 4)
         ns = broker.namespace
         self._fetch_keys = [keys.heartbeats_key(ns), keys.queue_key(ns, queue_name),
                             keys.messages_key(ns, queue_name), keys.held_key(ns, broker.broker_id, queue_name),
@@ -163,9 +166,12 @@ class WakingConsumer(dramatiq.Consumer):
         return backend if isinstance(backend, JwqlResultsBackend) else None
 
     def _fetch(self, count: int) -> list[tuple[str, bytes]]:
-        self._last_beat_ms = current_millis()
+        now_ms = current_millis()
+        beat = count == 0 or now_ms - self._last_beat_ms >= self._beat_every_ms
+        if beat:
+            self._last_beat_ms = now_ms
         reply = FETCH.run(self.broker.client, keys=self._fetch_keys,
-                          args=[current_millis(), self.broker.broker_id, count])
+                          args=[now_ms, self.broker.broker_id, count, "1" if beat else "0"])
         return [((i.decode() if isinstance(i, bytes) else i), p) for i, p in zip(reply[::2], reply[1::2])]
 
     def _idle_wait_s(self) -> float:
@@ -199,8 +205,8 @@ class WakingConsumer(dramatiq.Consumer):
                     if wait_s > 0:
                         self.broker.client.blpop([self.broker.wake_key(self.queue_name)], timeout=wait_s)
                 else:
-                    if current_millis() - self._last_beat_ms >= self.timeout:
-                        self._fetch(0)  # heartbeat only, every ``timeout`` ms while busy
+                    if current_millis() - self._last_beat_ms >= self._beat_every_ms:
+                        self._fetch(0)  # heartbeat only, while busy
 
                     # Wake as soon as the running message is acked, to fetch the next at once.
                     self._slot_freed.wait(self._idle_wait_s())

@@ -25,9 +25,11 @@ DEAD_MESSAGE_TTL_MS = 7 * 86_400_000
 class JwqlRedisBroker(dramatiq.Broker):
     """A Redis broker written on Dramatiq's public :class:`dramatiq.Broker` API, with scripts of its own.
 
-    - A send is one round trip: the payload, the queue, a wake-up token for an idle consumer and
-      whatever middleware adds through :meth:`enqueue_writes` (the task's "queued" state) go in one
-      pipeline (plus ``WAIT`` when the client waits for replicas).
+    - A send is one round trip and one script (``enqueue.lua``): the payload, the queue, a wake-up
+      token for an idle consumer and the task's "queued" state, which a middleware supplies
+      through an ``enqueue_state(broker, message, delay)`` hook returning ``task_state.lua``'s
+      KEYS and ARGV (plus ``WAIT`` and its checks, in the same pipeline, when the client waits
+      for replicas).
     - Consumers (:class:`~jwql_dramatiq.broker.consumer.WakingConsumer`) fetch with ``fetch.lua``, which
       records the worker's heartbeat; the ids they take are held on that heartbeat's lease until
       ``settle.lua`` acks, dead-letters or requeues them, or the sweeper (``sweep.lua``, the one
@@ -121,27 +123,32 @@ class JwqlRedisBroker(dramatiq.Broker):
         actor = self.actors.get(message.actor_name)
         priority = int(actor.priority) if actor is not None and delay is None else 0  # delays are ordered by eta
 
-        def build(pipe) -> None:
-            ns = self.namespace
-            ENQUEUE.queue(pipe, keys=[keys.priority_queue_key(ns, queue_name, priority), keys.messages_key(ns, queue_name),
-                                      self.wake_key(queue_name), keys.levels_key(ns, queue_name)],
-                          args=[redis_id, message.encode(), current_millis(), keys.WAKE_LIST_MAX, priority])
-            for middleware in self.middleware:
-                writes = getattr(middleware, "enqueue_writes", None)
-                if writes is not None:
-                    writes(self, pipe, message, delay)
-            if replicas > 0:
-                pipe.execute_command("WAIT", replicas, wait_ms)
-                pipe.hexists(keys.messages_key(self.namespace, queue_name), redis_id)
-                pipe.hget(task_key(self.namespace, message.message_id), "state")
+        ns = self.namespace
+        script_keys = [keys.priority_queue_key(ns, queue_name, priority), keys.messages_key(ns, queue_name),
+                       self.wake_key(queue_name), keys.levels_key(ns, queue_name)]
+        script_args = [redis_id, message.encode(), current_millis(), keys.WAKE_LIST_MAX, priority]
+        state = next((m.enqueue_state(self, message, delay) for m in self.middleware
+                      if hasattr(m, "enqueue_state")), None)
+        if state is not None:  # the task's "queued" state, written by the same script
+            script_keys += state[0]
+            script_args += state[1]
+        if replicas == 0:
+            self.run_script(ENQUEUE, script_keys, script_args)
+            self.emit_after("enqueue", message, delay)
+            return message
 
-        replies = self.run_pipeline(build)
-        if replicas > 0:
-            acked, held, state = int(replies[-3]), bool(replies[-2]), (replies[-1] or b"").decode()
-            taken = state not in ("", QUEUED, SCHEDULED)  # a worker here fetched it (or it ended)
-            if acked < replicas or not (held or taken):
-                raise ReplicaTimeout(self.address, "enqueue" if held or taken else "enqueue (not on this master)",
-                                     replicas, acked if held or taken else 0, wait_ms)
+        def build(pipe) -> None:
+            ENQUEUE.queue(pipe, keys=script_keys, args=script_args)
+            pipe.execute_command("WAIT", replicas, wait_ms)
+            pipe.hexists(keys.messages_key(ns, queue_name), redis_id)
+            pipe.hget(task_key(ns, message.message_id), "state")
+
+        acked, held, state_now = self.run_pipeline(build)[-3:]
+        acked, held, state_now = int(acked), bool(held), (state_now or b"").decode()
+        taken = state_now not in ("", QUEUED, SCHEDULED)  # a worker here fetched it (or it ended)
+        if acked < replicas or not (held or taken):
+            raise ReplicaTimeout(self.address, "enqueue" if held or taken else "enqueue (not on this master)",
+                                 replicas, acked if held or taken else 0, wait_ms)
         self.emit_after("enqueue", message, delay)
         return message
 
@@ -182,6 +189,21 @@ class JwqlRedisBroker(dramatiq.Broker):
             time.sleep(interval / 1000)
 
     # -- used by the consumer, the control channel and the CLI --------------------------------------
+
+    def run_script(self, script, script_keys: list[Any], script_args: list[Any]) -> Any:
+        """Run one of the broker's scripts in one round trip (loading it on NOSCRIPT) and return its reply.
+
+        Raises
+        ------
+        RedisUnavailable
+            Redis could not be reached.
+        """
+        try:
+            return script.run(self.client, keys=script_keys, args=script_args)
+        except Exception as e:  # an outage (connection.is_outage: NOREPLICAS too) or a refused login
+            if not (is_outage(e) or is_auth_error(e)):
+                raise
+            raise redis_unavailable(e, address=self.address, client=self.client) from None
 
     def run_pipeline(self, build) -> list[Any]:
         """Run the commands ``build(pipe)`` queues in one round trip, loading the scripts on NOSCRIPT.

@@ -125,10 +125,10 @@ class JwqlResultsBackend(RedisBackend):
         """
         self._write(message, *self._store_call(message, {"__t": _CANARY, "exn": exn}, ttl, force), force=force)
 
-    def queue_failure(self, pipe, message, exn: dict[str, str], ttl: int, force: bool = False) -> None:
-        """Queue :meth:`store_failure`'s write on ``pipe`` (no ``WAIT``: the caller waits once for the lot)."""
-        keys, args = self._store_call(message, {"__t": _CANARY, "exn": exn}, ttl, force)
-        STORE_RESULT.queue(pipe, keys=keys, args=args)
+    def failure_record(self, message, exn: dict[str, str]) -> tuple[str, str]:
+        """``message``'s result key and the encoded failure ``exn`` as :meth:`store_failure` stores it
+        (for a script that writes many at once: ``purge.lua``)."""
+        return self.build_message_key(message), self.encoder.encode({"__t": _CANARY, "exn": exn})
 
     def _store_call(self, message, payload: Any, ttl: int, force: bool) -> tuple[list[Any], list[Any]]:
         # A revoked task's late result must not replace the "revoked" failure its waiter got, nor

@@ -278,8 +278,9 @@ class TaskStates(Middleware):
             return pending[1]
         return None
 
-    def enqueue_writes(self, broker, pipe, message, delay) -> None:
-        """Queue the "queued" (or "scheduled") state on the broker's send pipeline (same round trip).
+    def enqueue_state(self, broker, message, delay) -> tuple[list[Any], list[Any]]:
+        """The "queued" (or "scheduled") state write that the broker's enqueue script makes in the
+        send's own round trip: ``task_state.lua``'s KEYS and ARGV.
 
         A delayed message is enqueued twice: on its delay queue, then on its queue when due. A
         failed run that Retries sends again arrives here too, with its worker's fields pending.
@@ -289,8 +290,7 @@ class TaskStates(Middleware):
                   "actor": message.actor_name, "queue": q_name(message.queue_name), **described_arguments(message)}
         worker_fields = self._take_pending(message)
         also = (self.control.key, worker_fields) if self.control is not None and worker_fields else None
-        keys, args = state_call(self.namespace, message.message_id, self.ttl_ms, also=also, mode="enqueue", **fields)
-        TASK_STATE.queue(pipe, keys=keys, args=args)
+        return state_call(self.namespace, message.message_id, self.ttl_ms, also=also, mode="enqueue", **fields)
 
     def before_process_message(self, broker, message) -> None:  # noqa: D102
         # One round trip: is it revoked (then skip it; the state write is refused, "revoked" being

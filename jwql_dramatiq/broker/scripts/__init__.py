@@ -8,22 +8,26 @@ from __future__ import annotations
 
 from ...lua import LuaScript
 
-#: enqueue.lua: put a message on a queue and wake an idle consumer (see its header).
-ENQUEUE = LuaScript(__name__, "enqueue.lua")
+#: The task-state write enqueue.lua and task_state.lua share (a library: prepended, never run alone).
+STATE_LIBRARY = "task_state_lib.lua"
+#: enqueue.lua: put a message on a queue, wake an idle consumer and record "queued" (see its header).
+ENQUEUE = LuaScript(__name__, "enqueue.lua", includes=(STATE_LIBRARY,))
 #: fetch.lua: record a worker's heartbeat and take messages, holding them on its lease (see its header).
 FETCH = LuaScript(__name__, "fetch.lua")
 #: settle.lua: ack, nack (dead-letter) or requeue messages a worker holds (see its header).
 SETTLE = LuaScript(__name__, "settle.lua")
 #: store_result.lua: store a result unless the task is revoked or already has one (see its header).
 STORE_RESULT = LuaScript(__name__, "store_result.lua")
+#: purge.lua: fail a chunk of taken messages as purged, waking their waiters (see its header).
+PURGE = LuaScript(__name__, "purge.lua")
 #: sweep.lua: requeue dead workers' unacked messages and expire dead letters (see its header).
 SWEEP = LuaScript(__name__, "sweep.lua")
 #: task_state.lua: record a task's state and index it, in one round trip (see its header).
-TASK_STATE = LuaScript(__name__, "task_state.lua")
+TASK_STATE = LuaScript(__name__, "task_state.lua", includes=(STATE_LIBRARY,))
 
 
 #: Every script, for loading them all before a pipeline that runs several (see :func:`load_all`).
-ALL_SCRIPTS = (ENQUEUE, FETCH, SETTLE, STORE_RESULT, SWEEP, TASK_STATE)
+ALL_SCRIPTS = (ENQUEUE, FETCH, PURGE, SETTLE, STORE_RESULT, SWEEP, TASK_STATE)
 
 
 def load_all(client) -> None:
@@ -31,7 +35,3 @@ def load_all(client) -> None:
     for script in ALL_SCRIPTS:
         script.load(client)
 
-
-def lua_source(name: str) -> str:
-    """Return the source of ``<name>.lua`` shipped in this package."""
-    return LuaScript(__name__, f"{name}.lua").source
