@@ -92,10 +92,19 @@ def test_a_send_is_one_round_trip_and_a_worker_needs_at_most_three_per_task(make
     redis_client.flushdb()
     monitor = Monitor(redis_url)
 
-    # When: N tasks are sent with no worker running
+    # When: N tasks are sent with no worker running (between two markers the monitor sees)
+    redis_client.echo("sends-start")
     before = SenderConnection.sends
     sent = [t.record_span.send(0) for _ in range(N_TASKS)]
     send_round_trips = (SenderConnection.sends - before) / N_TASKS
+    redis_client.echo("sends-end")
+
+    def markers() -> list[int] | None:
+        found = [i for i, (_, name) in enumerate(monitor.commands) if name == "echo"]
+        return found if len(found) >= 2 else None
+
+    marks = wait_for(markers, 10, "the monitor to see both markers")
+    send_commands = (marks[1] - marks[0] - 1) / N_TASKS
 
     # ... and one in-process worker (one thread) drains them
     worker_broker = _broker(config, WorkerConnection)
@@ -119,10 +128,13 @@ def test_a_send_is_one_round_trip_and_a_worker_needs_at_most_three_per_task(make
     # Then: a send is one round trip, and the worker needs at most 3 per task (fetch, start, finish)
     # beside its idle polls
     assert send_round_trips == 1
+    # ... and one script: EVALSHA, and inside it the payload, the queue, the wake-up (and its trim, the
+    # wake-up list being full with no worker) and the "queued" state (guard, hash, expiry, index, trim)
+    assert send_commands <= 10, f"{send_commands:.2f} commands per send"
     assert worker_round_trips <= 3 + idle_round_trips / (N_TASKS - 1), f"{worker_round_trips:.2f} per task"
     commands = [name for _, name in monitor.commands]
     sent_commands = sum(address != "lua" for address, _ in monitor.commands)
-    print(f"\nper task: send {send_round_trips:.2f} round trips, worker {worker_round_trips:.2f}; commands the "
+    print(f"\nper task: send {send_round_trips:.2f} round trips and {send_commands:.2f} commands, worker {worker_round_trips:.2f}; commands the "
           f"server ran: {sent_commands / N_TASKS:.2f} sent by clients (result reads included), "
           f"{(len(commands) - sent_commands) / N_TASKS:.2f} inside scripts")
     # No dead-worker recovery and no KEYS run on the task path
