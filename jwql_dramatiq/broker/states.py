@@ -254,16 +254,16 @@ class TaskStates(Middleware):
         # Worker-record fields of a failed run, written with the nack or the retry's enqueue.
         self._pending = threading.local()
 
-    def _write(self, broker, message, worker_fields: dict[str, Any] | None = None, mode: str = "guard",
-               **fields: Any) -> None:
-        also = None
-        if self.control is not None and worker_fields:
-            also = (self.control.key, worker_fields)
+    @staticmethod
+    def _run(broker, call: tuple[list[Any], list[Any]]) -> None:
         try:
-            write_state(broker.client, self.namespace, message.message_id, self.ttl_ms, also=also, mode=mode,
-                        actor=message.actor_name, queue=q_name(message.queue_name), **fields)
+            TASK_STATE.run(broker.client, keys=call[0], args=call[1])
         except redis.RedisError:  # states are advisory: never fail a task for them
             pass
+
+    def _write(self, broker, message, worker_fields: dict[str, Any] | None = None, mode: str = "guard",
+               **fields: Any) -> None:
+        self._run(broker, self._call(message, worker_fields, mode, **fields))
 
     def _call(self, message, worker_fields: dict[str, Any] | None, mode: str = "guard",
               **fields: Any) -> tuple[list[Any], list[Any]]:
@@ -285,12 +285,10 @@ class TaskStates(Middleware):
         A delayed message is enqueued twice: on its delay queue, then on its queue when due. A
         failed run that Retries sends again arrives here too, with its worker's fields pending.
         """
-        fields = {"state": SCHEDULED if delay else QUEUED, "eta": message.options.get("eta") if delay else None,
-                  "redis_id": message.options.get("redis_message_id"), "enqueued_at": time.time(),
-                  "actor": message.actor_name, "queue": q_name(message.queue_name), **described_arguments(message)}
-        worker_fields = self._take_pending(message)
-        also = (self.control.key, worker_fields) if self.control is not None and worker_fields else None
-        return state_call(self.namespace, message.message_id, self.ttl_ms, also=also, mode="enqueue", **fields)
+        return self._call(message, self._take_pending(message), mode="enqueue", state=SCHEDULED if delay else QUEUED,
+                          eta=message.options.get("eta") if delay else None,
+                          redis_id=message.options.get("redis_message_id"), enqueued_at=time.time(),
+                          **described_arguments(message))
 
     def before_process_message(self, broker, message) -> None:  # noqa: D102
         # One round trip: is it revoked (then skip it; the state write is refused, "revoked" being
@@ -313,8 +311,7 @@ class TaskStates(Middleware):
         except redis.RedisError:  # states are advisory; a revocation is also kept by the result's guard
             return
         if isinstance(replies[-1], redis.exceptions.NoScriptError):
-            self._write(broker, message, worker_fields, state=RUNNING, started_at=time.time(), host=self.host,
-                        worker=broker.broker_id, pid=os.getpid(), redis_id=message.options.get("redis_message_id"))
+            self._run(broker, call)  # loads the script
         if self.revoked_key and replies[0] is not None and not isinstance(replies[0], Exception):
             raise SkipMessage(f"message {message.message_id} was revoked")
 
@@ -329,7 +326,7 @@ class TaskStates(Middleware):
         if exception is None:
             call = self._call(message, worker_fields, state=SUCCEEDED, finished_at=time.time())
             if not defer_write(message, TASK_STATE, *call):  # with the ack, in its round trip
-                self._write(broker, message, worker_fields, state=SUCCEEDED, finished_at=time.time())
+                self._run(broker, call)
         else:
             # Retries decides after this hook whether the message fails (after_nack) or runs again
             # (after_enqueue): record the outcome there, with this worker's fields.
