@@ -101,6 +101,12 @@ def test_actors_are_forking_actors_and_the_child_sees_its_message(broker, make_c
     # Then: the child (not the worker) knows its message id
     assert result["message_id"] == message.message_id
     assert result["pid"] != worker.pid
+    # ... and the worker's record shows its fork server's memory and the children it started
+    from jwql_dramatiq.broker.control import list_workers
+
+    record = wait_for(lambda: next((w for w in list_workers(broker.client, broker.namespace, 60)
+                                    if w.fork_server_rss_mib > 0), None), 10, "the worker record after the task")
+    assert record.children_recycled >= 1
 
 
 def test_zero_tasks_per_child_runs_in_process_and_still_sees_its_message(broker, make_config, start_worker):

@@ -234,11 +234,9 @@ class WorkerControl:
         if done:
             fields.update(current_message="", current_actor="", current_since="")
         if self.executor is not None:
-            from ..executor import rss_mib
-
             fields["children_recycled"] = self.executor.children_started
-            if self.executor.server_pid:  # a /proc read, no Redis work: it rides on the state write
-                fields["fork_server_rss_mib"] = round(rss_mib(self.executor.server_pid), 1)
+            if self.executor.server_pid:  # rides on the state write
+                fields["fork_server_rss_mib"] = round(self.executor.fork_server_rss_mib(), 1)
         return fields
 
     def start(self) -> None:

@@ -5,6 +5,7 @@ See :mod:`.supervisor` (the worker's side) and :mod:`.forkserver` (the server an
 
 from __future__ import annotations
 
-from .supervisor import Executor, describe_status, rss_mib
+from .memory import rss_mib
+from .supervisor import Executor, describe_status
 
 __all__ = ["Executor", "describe_status", "rss_mib"]

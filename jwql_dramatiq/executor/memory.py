@@ -52,6 +52,11 @@ def _field_kib(path: str, name: bytes) -> int | None:
     return None
 
 
+def rss_mib(pid: int) -> float:
+    """Resident set size of ``pid`` in MiB (0 when it is gone)."""
+    return (_field_kib(f"/proc/{pid}/status", b"VmRSS:") or 0) / 1024
+
+
 def pss_mib(pid: int) -> float:
     """Proportional set size of ``pid`` in MiB (its RSS where PSS is unavailable; 0 when gone)."""
     kib = _field_kib(f"/proc/{pid}/smaps_rollup", b"Pss:")

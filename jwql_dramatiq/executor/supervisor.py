@@ -30,7 +30,7 @@ from . import protocol
 from .attempts import Attempt, MemoryKill, memory_failure_text, release_locks, remove_tracked, retry_cores
 from .cgroup import Cgroup
 from .forkserver import serve
-from .memory import TreeMemory
+from .memory import TreeMemory, rss_mib
 from .task import ATTEMPT_KEY
 
 logger = logging.getLogger(__name__)
@@ -66,18 +66,6 @@ def describe_status(status: int | None) -> str:
             name = f"signal {sig}"
         return f"killed by {name}"
     return f"exited with code {os.WEXITSTATUS(status)}"
-
-
-def rss_mib(pid: int) -> float:
-    """Return the resident set size of ``pid`` in MiB (0 if it is gone)."""
-    try:
-        with open(f"/proc/{pid}/status", "rb") as f:
-            for line in f:
-                if line.startswith(b"VmRSS:"):
-                    return int(line.split()[1]) / 1024
-    except (FileNotFoundError, ProcessLookupError):
-        pass
-    return 0.0
 
 
 class Executor:
@@ -190,6 +178,10 @@ class Executor:
                     return False
                 self._cond.wait(remaining)
             return self._ready
+
+    def fork_server_rss_mib(self) -> float:
+        """The fork server's resident set in MiB (0 when it is not running): a /proc read, no Redis work."""
+        return rss_mib(self.server_pid) if self.server_pid else 0.0
 
     def kill_current(self, reason: str = "killed") -> int | None:
         """Have the fork server SIGKILL the tree of the child running a task now, if any; return its pid.
