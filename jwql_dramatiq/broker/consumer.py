@@ -29,10 +29,11 @@ class WakingConsumer(dramatiq.Consumer):
 
     When idle it blocks on its queue's wake-up list instead of sleeping through a poll back-off.
     A consumer with a full prefetch sleeps instead of blocking, so that wake-up tokens go to
-    consumers that can take the message. Every pass still runs a fetch, which records the
-    worker's heartbeat (the lease its held messages live on) when the last one is older than
-    ``timeout`` ms (or a quarter of the broker's heartbeat timeout, if shorter), so heartbeats
-    keep at most that far apart and a busy queue costs no heartbeat write per message.
+    consumers that can take the message. Every pass still runs a fetch, which is what records
+    the worker's heartbeat (the lease its held messages live on), so heartbeats keep at most
+    ``timeout`` ms (or a quarter of the broker's heartbeat timeout, if shorter) apart. Every
+    fetch beats, in the same script that holds what it takes: a worker the sweeper forgot while
+    it was silent is back in the heartbeat set before it holds anything.
 
     It also refuses, instead of crashing on or silently dropping, a message it cannot run: a
     payload that is not a JSON message (pickles are never unpickled), one larger than
@@ -166,12 +167,9 @@ class WakingConsumer(dramatiq.Consumer):
         return backend if isinstance(backend, JwqlResultsBackend) else None
 
     def _fetch(self, count: int) -> list[tuple[str, bytes]]:
-        now_ms = current_millis()
-        beat = count == 0 or now_ms - self._last_beat_ms >= self._beat_every_ms
-        if beat:
-            self._last_beat_ms = now_ms
+        self._last_beat_ms = current_millis()
         reply = FETCH.run(self.broker.client, keys=self._fetch_keys,
-                          args=[now_ms, self.broker.broker_id, count, "1" if beat else "0"])
+                          args=[self._last_beat_ms, self.broker.broker_id, count])
         return [((i.decode() if isinstance(i, bytes) else i), p) for i, p in zip(reply[::2], reply[1::2])]
 
     def _idle_wait_s(self) -> float:

@@ -22,6 +22,7 @@ from jwql_dramatiq.broker import setup_broker
 from jwql_dramatiq.config import load_config
 from jwql_dramatiq.locks import lock
 from jwql_dramatiq.broker.sweeper import Sweeper, sweep_interval_s
+from tests.conftest import wait_for
 
 pytestmark = [pytest.mark.faults, pytest.mark.timeout(60)]
 
@@ -60,6 +61,26 @@ def test_sweep_requeues_dead_workers_messages_on_every_queue_and_nothing_else(br
     assert redis_client.hkeys(f"{NS}:jwql.XQ.msgs") == [b"recent"]
     # A second pass finds nothing.
     assert Sweeper(broker, 1.0).sweep_once(now).requeued == 0
+
+
+def test_a_worker_the_sweeper_forgot_is_back_in_the_heartbeat_set_before_it_holds_a_message(broker, redis_client):
+    from tests import actors_for_tests as t
+
+    # Given: a consumer that has just fetched (and so beaten), then was swept while it was silent
+    consumer = broker.consume("jwql")
+    t.record_span.send(0)
+    first = wait_for(lambda: next(consumer), 5, "the first message")
+    redis_client.zrem(f"{NS}:__heartbeats__", broker.broker_id)
+    consumer.ack(first)
+    # When: it fetches the next message at once (well inside its heartbeat interval)
+    t.record_span.send(0)
+    second = wait_for(lambda: next(consumer), 5, "the second message")
+    # Then: it is in the heartbeat set again, so a sweep after its death would find what it holds
+    assert redis_client.zscore(f"{NS}:__heartbeats__", broker.broker_id) is not None
+    assert redis_client.smembers(f"{NS}:__acks__.{broker.broker_id}.jwql") == {
+        second.options["redis_message_id"].encode()}
+    consumer.ack(second)
+    consumer.close()
 
 
 def test_sweep_interval_defaults_to_a_quarter_of_the_heartbeat_timeout(make_config):

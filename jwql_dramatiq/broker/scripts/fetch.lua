@@ -1,4 +1,4 @@
--- fetch: take up to n messages from the head of a queue, and record the worker's heartbeat.
+-- fetch: record the worker's heartbeat and take up to n messages from the head of a queue.
 --
 -- The ids taken are held in the worker's set; they stay there, on the lease of the worker's
 -- heartbeat, until the worker settles them (settle.lua) or the sweeper finds the worker dead
@@ -16,14 +16,13 @@
 -- ARGV[1]  now, ms
 -- ARGV[2]  the worker id W
 -- ARGV[3]  n, most messages to take
--- ARGV[4]  "1" to record the heartbeat ("0": the worker recorded one lately; a busy queue then
---          costs no heartbeat write per message)
 --
 -- Returns {id_1, payload_1, id_2, payload_2, ...}; an id whose payload is gone (purged or revoked
 -- meanwhile) is dropped from the held set and left out.
-if ARGV[4] == "1" then
-    redis.call("zadd", KEYS[1], ARGV[1], ARGV[2])
-end
+-- Every fetch records the heartbeat, in the same script as the SADD below: a worker that holds
+-- messages is always in the heartbeat set, even just after the sweeper forgot it (it was silent
+-- too long), so its messages can never be orphaned.
+redis.call("zadd", KEYS[1], ARGV[1], ARGV[2])
 local wanted = tonumber(ARGV[3])
 local taken = {}
 if wanted == 0 then
