@@ -39,7 +39,6 @@ def poll_until(predicate: Callable[[], object], timeout_s: float, interval_s: fl
     return True
 
 
-
 def kill_process_group(proc: subprocess.Popen) -> None:
     """SIGKILL ``proc``'s process group (it leads one) and reap ``proc``; nothing if it is gone already."""
     try:
@@ -47,6 +46,7 @@ def kill_process_group(proc: subprocess.Popen) -> None:
     except ProcessLookupError:
         pass
     proc.wait(10)
+
 
 class RedisServer:
     """A private ``redis-server`` on a free loopback port and a unix socket.

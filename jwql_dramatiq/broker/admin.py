@@ -181,15 +181,16 @@ def _purge_chunks(broker, ids: list[bytes], removed: set[bytes], payloads_key: s
     chunks = [ids[start:start + PURGE_CHUNK] for start in range(0, len(ids), PURGE_CHUNK)]
     reported: list[dict[str, str]] = []
     with ThreadPoolExecutor(max_workers=1) as reader:
-        pending = [reader.submit(_prepare_chunk, broker, chunk, removed, payloads_key, queue, was)
-                   for chunk in chunks[:1]]
+        def read(index: int):
+            return reader.submit(_prepare_chunk, broker, chunks[index], removed, payloads_key, queue, was)
+
+        upcoming = read(0) if chunks else None
         for index in range(len(chunks)):
-            chunk = pending.pop().result()
-            if index + 1 < len(chunks):
-                pending.append(reader.submit(_prepare_chunk, broker, chunks[index + 1], removed, payloads_key,
-                                             queue, was))
+            chunk = upcoming.result()
+            if index + 1 < len(chunks):  # one chunk ahead: read while Redis runs this one
+                upcoming = read(index + 1)
             failed = broker.run_script(PURGE, [revoked_key(ns), states.index_key(ns), payloads_key],
                                        shared + chunk.args)
-            reported += chunk.report + [{"message_id": m.decode(), "actor": chunk.actors[m.decode()],
-                                         "queue": queue, "was": was} for m in failed]
+            reported += chunk.report + [{"message_id": m, "actor": chunk.actors[m], "queue": queue, "was": was}
+                                        for m in (raw.decode() for raw in failed)]
     return reported

@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import contextlib
 import time
 import uuid
+from collections.abc import Iterator
 from typing import Any
 
 import dramatiq
@@ -190,6 +192,16 @@ class JwqlRedisBroker(dramatiq.Broker):
 
     # -- used by the consumer, the control channel and the CLI --------------------------------------
 
+    @contextlib.contextmanager
+    def _unavailable_as_error(self) -> Iterator[None]:
+        """Raise an outage (connection.is_outage: NOREPLICAS too) or a refused login as RedisUnavailable."""
+        try:
+            yield
+        except Exception as e:
+            if not (is_outage(e) or is_auth_error(e)):
+                raise
+            raise redis_unavailable(e, address=self.address, client=self.client) from None
+
     def run_script(self, script, script_keys: list[Any], script_args: list[Any]) -> Any:
         """Run one of the broker's scripts in one round trip (loading it on NOSCRIPT) and return its reply.
 
@@ -198,12 +210,8 @@ class JwqlRedisBroker(dramatiq.Broker):
         RedisUnavailable
             Redis could not be reached.
         """
-        try:
+        with self._unavailable_as_error():
             return script.run(self.client, keys=script_keys, args=script_args)
-        except Exception as e:  # an outage (connection.is_outage: NOREPLICAS too) or a refused login
-            if not (is_outage(e) or is_auth_error(e)):
-                raise
-            raise redis_unavailable(e, address=self.address, client=self.client) from None
 
     def run_pipeline(self, build) -> list[Any]:
         """Run the commands ``build(pipe)`` queues in one round trip, loading the scripts on NOSCRIPT.
@@ -213,7 +221,7 @@ class JwqlRedisBroker(dramatiq.Broker):
         RedisUnavailable
             Redis could not be reached.
         """
-        try:
+        with self._unavailable_as_error():
             for attempt in (1, 2):
                 with self.client.pipeline(transaction=False) as pipe:
                     build(pipe)
@@ -223,10 +231,6 @@ class JwqlRedisBroker(dramatiq.Broker):
                         if attempt == 2:
                             raise
                         load_all(self.client)  # first use, or Redis restarted: every script is idempotent
-        except Exception as e:  # an outage (connection.is_outage: NOREPLICAS too) or a refused login
-            if not (is_outage(e) or is_auth_error(e)):
-                raise
-            raise redis_unavailable(e, address=self.address, client=self.client) from None
         raise AssertionError("unreachable")
 
     def settle(self, mode: str, queue_name: str, redis_ids: list[str], worker_id: str | None = None) -> int:
