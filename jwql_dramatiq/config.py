@@ -86,6 +86,7 @@ class Config:
     actor_modules: tuple[str, ...] = ()
     maintenance_chance: int = 1000  # no effect (our broker has no maintenance pass); kept so old configs load
     max_cores: str = "auto"
+    pool_start: str = "zygote"
     crds_path: str | None = None
     crds_server_url: str | None = None
     crds_context: str | None = None
@@ -253,6 +254,7 @@ _SCHEMA: dict[str, tuple[tuple[type, ...], Any, Any]] = {
     "maintenance_chance": ((int,), int, lambda v: None if 0 <= v <= 1_000_000 else "must be between 0 and 1000000"),
     "max_cores": ((str, int), str, lambda v: None if v in ("auto", "none", "quarter", "half", "all") or v.isdigit()
                   else "must be 'auto', 'none', 'quarter', 'half', 'all' or a whole number"),
+    "pool_start": ((str,), str, lambda v: None if v in ("zygote", "spawn") else "must be 'zygote' or 'spawn'"),
     "crds_path": _OPT_STR,
     "crds_server_url": _OPT_STR,
     "crds_context": _OPT_STR,

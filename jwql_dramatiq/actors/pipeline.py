@@ -385,6 +385,22 @@ def _max_cores(input_path) -> str:
     return cores
 
 
+def _pool_starts(cores: str, step_args: object):
+    """Fast starts for stcal's process pools (:mod:`..executor.spawn_zygote`) where a task child may use them.
+
+    Only in a task child (forking a multi-threaded in-process worker is not safe), only if pools
+    may start (``maximum_cores`` other than ``none``, here or in a step's arguments), and unless the
+    config's ``pool_start`` is ``spawn``.
+    """
+    from ..broker import get_config
+    from ..executor import task
+    from ..executor.spawn_zygote import fast_pool_starts
+
+    per_step = step_args.values() if isinstance(step_args, dict) else ()
+    may_pool = cores != "none" or any(isinstance(a, dict) and "maximum_cores" in a for a in per_step)
+    return fast_pool_starts(enabled=task.in_child() and may_pool and get_config().pool_start == "zygote")
+
+
 def _with_deployment_step_args(instrument: str, pipeline: str, step_args: object, input_path: Path) -> dict:
     """The call's ``step_args`` merged over the config's deployment-level ones (the call wins)."""
     from ..broker import get_config
@@ -423,9 +439,10 @@ def run_calwebb_detector1(input_file_name: str, short_name: str, ext_or_exts, in
     _check_short_name(short_name)
 
     def in_staging(input_path, work_dir, staging):
-        return run(input_path, short_name, ext_or_exts, instrument, str(work_dir), str(staging),
-                   step_args=_with_deployment_step_args(instrument, "cal", step_args, input_path),
-                   max_cores=_max_cores(input_path))
+        args, cores = _with_deployment_step_args(instrument, "cal", step_args, input_path), _max_cores(input_path)
+        with _pool_starts(cores, args):
+            return run(input_path, short_name, ext_or_exts, instrument, str(work_dir), str(staging),
+                       step_args=args, max_cores=cores)
 
     return _run_fenced("run_calwebb_detector1", input_file_name, short_name, in_staging,
                        publish_only_if_input_remains=True)
@@ -460,9 +477,10 @@ def calwebb_detector1_save_jump(input_file_name: str, instrument: str, ramp_fit:
     short_name = short_name_from_path(input_file_name)
 
     def in_staging(input_path, work_dir, staging):
-        return run(input_path, instrument, str(work_dir), str(staging), ramp_fit=ramp_fit, save_fitopt=save_fitopt,
-                   step_args=_with_deployment_step_args(instrument, "jump", step_args, input_path),
-                   max_cores=_max_cores(input_path))
+        args, cores = _with_deployment_step_args(instrument, "jump", step_args, input_path), _max_cores(input_path)
+        with _pool_starts(cores, args):
+            return run(input_path, instrument, str(work_dir), str(staging), ramp_fit=ramp_fit,
+                       save_fitopt=save_fitopt, step_args=args, max_cores=cores)
 
     return _run_fenced("calwebb_detector1_save_jump", input_file_name, short_name, in_staging,
                        publish_only_if_input_remains=True)

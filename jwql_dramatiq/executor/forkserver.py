@@ -44,6 +44,7 @@ from typing import Any
 from . import protocol
 from . import task as task_api
 from .cgroup import Cgroup, create_root
+from .linux import PR_SET_CHILD_SUBREAPER, PR_SET_PDEATHSIG, prctl
 
 logger = logging.getLogger(__name__)
 
@@ -100,7 +101,7 @@ def serve(control: socket.socket, modules: list[str], warm_up: bool, work_dir: s
     """
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # the worker decides when we stop
     signal.signal(signal.SIGTERM, signal.SIG_DFL)
-    _prctl(PR_SET_CHILD_SUBREAPER, 1)
+    prctl(PR_SET_CHILD_SUBREAPER, 1)
     server = _Server(control, max_tasks, memory_limit_mib)
     try:
         warm_up_s = preload(modules, warm_up, work_dir)
@@ -133,19 +134,8 @@ def serve(control: socket.socket, modules: list[str], warm_up: bool, work_dir: s
         os._exit(0)
 
 
-#: ``prctl`` options used here (linux/prctl.h).
-PR_SET_PDEATHSIG, PR_SET_CHILD_SUBREAPER = 1, 36
 #: How long the server waits, when stopping, for its children's trees to die, in seconds.
 SHUTDOWN_REAP_S = 2.0
-
-
-def _prctl(option: int, value: int) -> None:
-    import ctypes
-
-    try:
-        ctypes.CDLL(None, use_errno=True).prctl(option, value, 0, 0, 0)
-    except (OSError, AttributeError):  # not Linux: process groups alone then
-        pass
 
 
 class _Server:
@@ -167,7 +157,7 @@ class _Server:
             code = 1
             try:
                 os.setpgid(0, 0)
-                _prctl(PR_SET_PDEATHSIG, signal.SIGKILL)  # never outlive the server
+                prctl(PR_SET_PDEATHSIG, signal.SIGKILL)  # never outlive the server
                 self.control.close()
                 worker_end.close()
                 code = run_child(child_end, self.max_tasks)

@@ -34,6 +34,19 @@ def bind(sock: socket.socket | None, lock: threading.RLock | None, context: dict
     _state.update(sock=sock, lock=lock, attempt=dict(context.get(ATTEMPT_KEY) or {}))
 
 
+def in_child() -> bool:
+    """Whether this process is a task child (a fork server's), running a task."""
+    return _state["sock"] is not None
+
+
+def detach_forked() -> None:
+    """In a process forked from a task child (the pool zygote): close the task's socket, which only the child speaks on."""
+    sock = _state["sock"]
+    if sock is not None:
+        sock.close()  # this process's copy only
+    _state.update(sock=None, lock=None)
+
+
 def attempt_max_cores() -> str | None:
     """The ``maximum_cores`` this attempt must use (after an out-of-memory kill), or None for the config's."""
     value = _state["attempt"].get("max_cores")
