@@ -5,6 +5,8 @@ instrument (NIRCam 2048x2048, MIRI 1024 rows x 1032 columns), sent and waited fo
 
 - **server**: a real ``dramatiq jwql_dramatiq.actors -p1 -t1`` worker per ``max_cores`` value
   (``auto``, ``all``, ``none``), each with a preloaded, warmed-up fork server;
+- **server-spawn**: the same worker (``max_cores`` ``auto``) with ``pool_start: spawn``, so stcal's
+  pools start as stcal starts them (fresh interpreters) rather than from the task's zygote;
 - **floor**: the same :mod:`jwql_dramatiq.pipeline` call, same inputs and references, in a
   process that imported jwst and ran the fork server's warm-up (:mod:`benchmarks.floor`);
 - **floor-fork**: the same, in a child that warm process forks for the job (the cost of a fresh
@@ -43,7 +45,7 @@ JOB_TIMEOUT_S = 600
 class Variant:
     """One design x instrument x max_cores, and what its runs measured."""
 
-    design: str  # "server", "floor", "floor-fork" or "original"
+    design: str  # "server", "server-spawn", "floor", "floor-fork" or "original"
     instrument: str
     max_cores: str
     elapsed_s: list[float] = field(default_factory=list)
@@ -192,6 +194,7 @@ def plan_variants(instruments: list[str], cores_instrument: str, cores: list[str
         inst_cores = inst_cores if "auto" in inst_cores else ["auto", *inst_cores]  # the first table's
         variants += [Variant("server", inst, c) for c in inst_cores]
         variants += [Variant("floor", inst, c) for c in inst_cores]
+        variants.append(Variant("server-spawn", inst, "auto"))
         variants.append(Variant("floor-fork", inst, "auto"))
         variants.append(Variant("original", inst, original_cores))
     return variants
@@ -202,20 +205,22 @@ def run_all(root: Path, server: RedisServer, exposures: dict[str, Exposure], var
     """Start every worker, the floor and Celery, then run ``rounds`` rounds of every variant; always reaps."""
     import os
 
-    cores_needed = sorted({v.max_cores for v in variants if v.design == "server"})
+    workers_needed = sorted({(v.design, v.max_cores) for v in variants if v.design.startswith("server")})
     incoming = root / "transfer" / "incoming"
     incoming.mkdir(parents=True, exist_ok=True)
     for exp in exposures.values():
         shutil.copy(exp.path, incoming / exp.path.name)
     with ExitStack() as stack:
-        clients: dict[str, ServerClient] = {}
-        for db, cores in enumerate(cores_needed, start=2):
-            config = write_config(root / f"jwql-{cores}.json", server.url(db), root, preload=["jwst.pipeline"],
-                                  warm_up=True, crds_path=str(root / "crds"), crds_offline_stub=True, max_cores=cores)
-            log = root / f"jwql-{cores}.log"
+        clients: dict[tuple[str, str], ServerClient] = {}
+        for db, (design, cores) in enumerate(workers_needed, start=2):
+            pool_start = "spawn" if design == "server-spawn" else "zygote"
+            config = write_config(root / f"jwql-{design}-{cores}.json", server.url(db), root,
+                                  preload=["jwst.pipeline"], warm_up=True, crds_path=str(root / "crds"),
+                                  crds_offline_stub=True, max_cores=cores, pool_start=pool_start)
+            log = root / f"jwql-{design}-{cores}.log"
             stack.enter_context(jwql_worker(config, log))
-            clients[cores] = ServerClient(config, log)
-            stack.callback(clients[cores].close)
+            clients[design, cores] = ServerClient(config, log)
+            stack.callback(clients[design, cores].close)
         floor = stack.enter_context(floor_process(root))
         stack.enter_context(celery_worker(server.url(1), root / "celery.log"))
         os.environ["BENCH_REDIS_URL"] = server.url(1)
@@ -226,13 +231,13 @@ def run_all(root: Path, server: RedisServer, exposures: dict[str, Exposure], var
             random.Random(r).shuffle(order)  # no variant always runs right after another one
             for i, v in order:
                 exp = exposures[v.instrument]
-                if v.design == "server":
-                    clients[v.max_cores].run(exp, v, pipeline)
+                if v.design.startswith("server"):
+                    clients[v.design, v.max_cores].run(exp, v, pipeline)
                 elif v.design in ("floor", "floor-fork"):
                     run_floor(floor, root, exp, v, pipeline)
                 else:
                     run_original(root, exp, v, pipeline, i)
-                print(f"  round {r + 1}: {v.design:8} {v.instrument:6} max_cores={v.max_cores:4} "
+                print(f"  round {r + 1}: {v.design:12} {v.instrument:6} max_cores={v.max_cores:4} "
                       f"{v.elapsed_s[-1]:6.2f} s  peak {v.peak_mib[-1]:7.1f} MiB", flush=True)
 
 
@@ -255,20 +260,24 @@ def report(variants: list[Variant], cores_instrument: str, cores: list[str], pip
         s, f = _find(variants, "server", inst, "auto"), _find(variants, "floor", inst, "auto")
         o = next(v for v in variants if v.design == "original" and v.instrument == inst)
         k = _find(variants, "floor-fork", inst, "auto")
-        assert s is not None and f is not None and k is not None
+        p = _find(variants, "server-spawn", inst, "auto")
+        assert s is not None and f is not None and k is not None and p is not None
         child = f"{statistics.median(s.in_child_s):.1f}" if s.in_child_s else "-"
         overhead = f"{statistics.median(e - c for e, c in zip(s.elapsed_s, s.in_child_s)):.3f}" \
             if len(s.in_child_s) == len(s.elapsed_s) else "-"
         rows.append([inst, len(s.elapsed_s), f"{f.median_s:.1f} ({_spread(f)})", f"{s.median_s:.1f} ({_spread(s)})",
-                     child, overhead, f"{k.median_s:.1f} ({_spread(k)})", f"{o.median_s:.1f} ({_spread(o)})",
-                     f"{s.median_s / f.median_s:.3f}x", f"{s.median_s / k.median_s:.3f}x",
+                     child, overhead, f"{p.median_s:.1f} ({_spread(p)})", f"{k.median_s:.1f} ({_spread(k)})",
+                     f"{o.median_s:.1f} ({_spread(o)})",
+                     f"{s.median_s / f.median_s:.3f}x", f"{p.median_s / f.median_s:.3f}x", f"{s.median_s / k.median_s:.3f}x",
                      f"{o.median_s / s.median_s:.2f}x",
                      f"{_peak(s)} ({s.memory_method})", f"{_peak(f)} ({f.memory_method})",
                      f"{_peak(o)}"])
     print_table(f"Full-frame Detector1 job ({pipeline} path), send->result, median s",
                 ["instrument", "rounds", "floor s (min-max)", "server s (min-max)", "server in-child s",
-                 "server send->result minus in-child s", "floor in a forked child s (min-max)",
-                 "original s (min-max)", "server/floor (target <= 1.05)", "server/forked floor",
+                 "server send->result minus in-child s", "server with stcal's spawn pools s (min-max)",
+                 "floor in a forked child s (min-max)",
+                 "original s (min-max)", "server/floor (target <= 1.05)", "server with stcal's spawn/floor",
+                 "server/forked floor",
                  "original/server (target >= 1.3)",
                  "server tree peak MiB", "floor tree peak MiB", "original largest process MiB"], rows)
     rows = []

@@ -11,13 +11,17 @@ functions does), for each start method:
 
 - ``spawn``: what stcal does;
 - ``fork``: the pool's workers are forks of the task child;
+- ``zygote``: stcal's spawn, through this server's zygote (``pool_start: zygote``, the
+  default: :mod:`jwql_dramatiq.executor.spawn_zygote`); the zygote's own fork is counted in the
+  first pool's time;
 - ``forkserver`` with ``set_forkserver_preload(["jwst.pipeline"])``: the first pool starts the
   task child's own forkserver (cold: a fresh interpreter importing jwst.pipeline), the second
   reuses it (warm).
 
 Each time is ``Pool(n)`` + ``starmap`` of n first tasks + ``close()`` + ``join()``, n = the CPU
-count (``maximum_cores="all"``). Only a report: adopting another start method would mean
-patching stcal's private use of multiprocessing. Each message runs in a fresh task child.
+count (``maximum_cores="all"``). stcal picks ``spawn`` in its code, so ``fork`` and ``forkserver``
+are reports only (adopting them would mean patching stcal); the zygote keeps stcal's spawn and
+changes only the executable it runs. Each message runs in a fresh task child.
 """
 
 from __future__ import annotations
@@ -36,28 +40,33 @@ from jwql_dramatiq.registry import actor  # noqa: E402
 
 #: The modules the two pools of one job import in their workers (jump, then ramp_fit).
 POOL_MODULES = ("stcal.jump.twopoint_difference", "stcal.ramp_fitting.ols_fit")
-METHODS = ("spawn", "fork", "forkserver")
+METHODS = ("spawn", "zygote", "fork", "forkserver")
 
 
 @actor(actor_name="bench_pool_startup")
 def bench_pool_startup(method: str) -> dict:
     """Start two pools with ``method`` in this task child; return each one's start-up + first-task seconds."""
+    import contextlib
     import multiprocessing
 
     from benchmarks.pool_task import first_task
+    from jwql_dramatiq.executor.spawn_zygote import fast_pool_starts
 
-    ctx = multiprocessing.get_context(method)
+    ctx = multiprocessing.get_context("spawn" if method == "zygote" else method)
     if method == "forkserver":
         ctx.set_forkserver_preload(["jwst.pipeline"])
     n = os.cpu_count() or 1
     times_s = []
-    for module in POOL_MODULES:
-        started = time.perf_counter()
-        pool = ctx.Pool(processes=n)
-        pool.starmap(first_task, [(module,)] * n)
-        pool.close()
-        pool.join()
-        times_s.append(time.perf_counter() - started)
+    with contextlib.ExitStack() as stack:
+        for module in POOL_MODULES:
+            started = time.perf_counter()
+            if method == "zygote" and not times_s:
+                assert stack.enter_context(fast_pool_starts()), "no zygote in this task child"
+            pool = ctx.Pool(processes=n)
+            pool.starmap(first_task, [(module,)] * n)
+            pool.close()
+            pool.join()
+            times_s.append(time.perf_counter() - started)
     return {"method": method, "pid": os.getpid(), "first_s": times_s[0], "second_s": times_s[1]}
 
 
