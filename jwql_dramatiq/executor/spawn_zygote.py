@@ -103,17 +103,23 @@ def fast_pool_starts(enabled: bool = True) -> Iterator[bool]:
     if not enabled or not hasattr(os, "pidfd_open"):
         yield False
         return
-    directory = task_api.track_dir(Path(tempfile.gettempdir()) / f"jwql-dramatiq-pools.{os.getpid()}.{secrets.token_hex(4)}")
-    directory.mkdir(mode=0o700)
+    name = f"jwql-dramatiq-pools.{os.getpid()}.{secrets.token_hex(4)}"
+    directory = task_api.track_dir(Path(tempfile.gettempdir()) / name)  # removed by the worker after a kill
     zygote_pid, watch_w = None, None
     try:
         socket_path = directory / "zygote"
-        launcher = write_launcher(directory, socket_path)
-        if launcher is None or len(str(socket_path).encode()) > SOCKET_PATH_MAX_BYTES:
-            logger.info("Process pools start with stcal's own spawn: the paths are too long for a launcher")
+        try:
+            directory.mkdir(mode=0o700)
+            launcher = write_launcher(directory, socket_path)
+            if launcher is None or len(str(socket_path).encode()) > SOCKET_PATH_MAX_BYTES:
+                logger.info("Process pools start with stcal's own spawn: the paths are too long for a launcher")
+            else:
+                zygote_pid, watch_w = _start_zygote(socket_path)
+        except OSError as e:  # a slower start, not a failed job
+            logger.warning("Process pools start with stcal's own spawn: could not start a zygote (%s)", e)
+        if zygote_pid is None:
             yield False
             return
-        zygote_pid, watch_w = _start_zygote(socket_path)
         multiprocessing.set_executable(str(launcher))
         logger.info("stcal's process pools start from a zygote (pid %d) in this task", zygote_pid)
         try:
@@ -131,16 +137,23 @@ def fast_pool_starts(enabled: bool = True) -> Iterator[bool]:
 def _start_zygote(socket_path: Path) -> tuple[int, int]:
     """Fork the zygote serving ``socket_path``; returns its pid and the pipe end whose closing stops it."""
     listener = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
-    listener.bind(str(socket_path))
-    listener.listen(16)
-    watch_r, watch_w = os.pipe()
+    try:
+        listener.bind(str(socket_path))
+        listener.listen(16)
+        watch_r, watch_w = os.pipe()
+    except OSError:
+        listener.close()
+        raise
     sys.stdout.flush()
     sys.stderr.flush()
+    parent = os.getpid()
     pid = os.fork()
     if pid == 0:
         code = 1
         try:
             prctl(PR_SET_PDEATHSIG, signal.SIGKILL)  # never outlive the task
+            if os.getppid() != parent:  # it died before the line above took effect
+                os._exit(0)
             os.close(watch_w)
             task_api.detach_forked()
             code = _Zygote(listener, watch_r).serve()
@@ -259,8 +272,6 @@ class _Zygote:
                 os.close(pidfd)
                 other.close()
             _install_fds(mapping)
-            signal.signal(signal.SIGINT, signal.default_int_handler)
-            signal.signal(signal.SIGTERM, signal.SIG_DFL)
             logging.getLogger().handlers.clear()  # as in a fresh interpreter: not the task's handler
             sys.argv = ["-c", "--multiprocessing-fork"]
             from multiprocessing.spawn import spawn_main
