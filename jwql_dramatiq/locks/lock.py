@@ -15,9 +15,9 @@ from __future__ import annotations
 
 import functools
 import logging
-import os
 import threading
 import time
+import uuid
 from collections.abc import Callable
 from types import SimpleNamespace, TracebackType
 from typing import Any, Literal, TypeVar
@@ -247,7 +247,7 @@ class RedisLock:
         if blocking_timeout is None:
             blocking_timeout = self.blocking_timeout
         deadline = None if blocking_timeout is None else time.monotonic() + blocking_timeout
-        value = os.urandom(16).hex().encode() if token is None else s.client.get_encoder().encode(token)
+        value = uuid.uuid4().hex.encode() if token is None else s.client.get_encoder().encode(token)
         tail = f',"token_hex":"{value.hex()}"{s.record_settings}"acquired_at":{time.time():.3f},{owner_json()}}}'
         started = time.monotonic()
         try:
@@ -304,6 +304,10 @@ class RedisLock:
     def release(self) -> None:
         """Release the lock, if it is still ours, and wake the first waiter.
 
+        As in redis-py, ``.local.token`` is cleared only once the release has reached Redis (it went,
+        or the lock was no longer ours), and only if it is still the token released: a release that
+        failed to reach Redis can be retried.
+
         Raises
         ------
         LockError
@@ -313,15 +317,33 @@ class RedisLock:
         RedisUnavailable
             Redis could not be reached; renewal has stopped, so the lock lapses within one lease.
         """
-        state = self._state()
-        if state is None:
+        expected_token = self.local.token
+        if expected_token is None:
             raise LockError(self.name, "Cannot release a lock that's not owned or is already unlocked.")
+        try:
+            self.do_release(expected_token)
+        except redis.exceptions.LockNotOwnedError:  # ours (LockNotOwned) or redis-py's
+            self._forget(expected_token)
+            raise
+        self._forget(expected_token)
+
+    def do_release(self, expected_token: bytes) -> None:
+        """Release, in Redis, the acquisition holding ``expected_token`` (redis-py's ``do_release``).
+
+        Raises
+        ------
+        LockNotOwned
+            The lock key no longer holds ``expected_token``; nothing was deleted.
+        RedisUnavailable
+            Redis could not be reached.
+        """
+        state = self.local.held
+        if state is None or state.token != expected_token:
+            state = _Held(self.name, expected_token, 0, None)
         if state.entry is not None:
             get_renewer().unregister(state.entry)
-        self.local.token = None
-        self.local.held = None
         s = self.settings
-        code = _scripts.RELEASE.run(s.client, s.release_keys, [state.token, s.keys.signal_prefix, s.signal_ttl_ms])
+        code = _scripts.RELEASE.run(s.client, s.release_keys, [expected_token, s.keys.signal_prefix, s.signal_ttl_ms])
         if code == RELEASED or code == RELEASED_WOKE:
             return
         if code == NOT_OWNED:
@@ -331,6 +353,12 @@ class RedisLock:
                 "nothing was deleted",
             )
         raise _redis.unknown_code("release.lua", code, self.name)
+
+    def _forget(self, token: bytes) -> None:
+        """Clear this thread's acquisition, if it is still the one holding ``token``."""
+        if self.local.token == token:
+            self.local.token = None
+            self.local.held = None
 
     def extend(self, additional_time: float, replace_ttl: bool = False) -> Literal[True]:
         """Add time to the maximum hold time of the held lock (redis-py's ``extend``).
@@ -358,7 +386,10 @@ class RedisLock:
         state = self._held_with_timeout("extend")
         now = time.monotonic()
         start = now if replace_ttl or state.hold_deadline is None else state.hold_deadline
-        return self._set_hold_deadline(state, max(now, start) + float(additional_time), "extend")
+        hold_deadline = max(now, start) + float(additional_time)
+        if hold_deadline <= now and state.hold_deadline is not None:
+            hold_deadline = state.hold_deadline  # as redis-py: a time left <= 0 leaves the expiry as it was
+        return self._set_hold_deadline(state, hold_deadline, "extend")
 
     def reacquire(self) -> Literal[True]:
         """Reset the time left on the held lock to ``timeout`` (redis-py's ``reacquire``).
