@@ -282,11 +282,23 @@ def test_redis_sentinels_from_the_environment(tmp_path):
         load_config(plain, environ={**env, "JWQL_DRAMATIQ_REDIS_URL": "redis://h:6379/0"})
 
 
-def _demoted_outage(error: object) -> bool:
-    """Whether ``error`` is what a caller blocked on a master that was demoted must get: an outage."""
-    if isinstance(error, ReplicaTimeout) or type(error) is RedisUnavailable:
-        return "UNBLOCKED" in str(error) or "The previous master is now a slave" in str(error)
-    return False
+#: redis-py 8.2 turns UNBLOCKED on a Sentinel-managed master connection into this ConnectionError itself.
+REDIS_PY_DEMOTED_MASTER = "The previous master is now a slave"
+
+
+def _redis_py_converts_unblocked() -> bool:
+    import redis.sentinel
+
+    return hasattr(redis.sentinel, "DEMOTED_MASTER_UNBLOCKED_ERROR")
+
+
+def _demoted_outage(error: object, before_8_2: type) -> bool:
+    """Whether ``error`` is the outage a caller blocked on a demoted master must get: with redis-py < 8.2,
+    a ``before_8_2`` naming UNBLOCKED (our conversion); with 8.2 on, a RedisUnavailable naming
+    redis-py's conversion."""
+    if _redis_py_converts_unblocked():
+        return type(error) is RedisUnavailable and REDIS_PY_DEMOTED_MASTER in str(error)
+    return isinstance(error, before_8_2) and "UNBLOCKED" in str(error)
 
 
 def test_a_master_demoted_while_a_durable_write_waits_is_an_outage(tmp_path, cluster):
@@ -346,11 +358,12 @@ def test_a_master_demoted_while_a_durable_write_waits_is_an_outage(tmp_path, clu
         # Then the lock acquisition is an outage (RedisUnavailable), not a plain Redis error ("UNBLOCKED"):
         # a ReplicaTimeout naming UNBLOCKED where redis-py passes the error through (< 8.2), or the
         # ConnectionError redis-py >= 8.2 makes of it on a Sentinel-managed master connection.
-        assert _demoted_outage(outcome.get("error")), outcome
+        assert _demoted_outage(outcome.get("error"), ReplicaTimeout), outcome
         assert "acquired" not in outcome
         # ... as is a caller's wait for a result, cut short the same way (not a ResponseError)
         threads[2].join(10)
-        assert _demoted_outage(outcome.get("wait_error")), outcome
+        assert type(outcome.get("wait_error")) is RedisUnavailable, outcome
+        assert _demoted_outage(outcome["wait_error"], RedisUnavailable), outcome
         # ... and the result store rides it through, until a master with a replica takes it
         time.sleep(0.5)  # a pause in the outage that the store rides through (no condition to poll: it retries)
         assert "store_error" not in outcome and "stored_at" not in outcome, outcome

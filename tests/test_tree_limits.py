@@ -17,6 +17,7 @@ from dramatiq.results import ResultFailure
 from jwql_dramatiq.broker import states
 from jwql_dramatiq.broker.control import list_workers, request_shutdown
 from jwql_dramatiq.broker.revoke import revoke
+from jwql_dramatiq.executor.memory import tree_pids
 from tests import actors_for_tests as t
 from tests.conftest import wait_for
 
@@ -54,22 +55,8 @@ def task_processes(child_pid: int) -> list[int]:
     return found
 
 
-def descendants(pid: int) -> list[int]:
-    """``pid`` and its descendants, from /proc/<pid>/task/<tid>/children."""
-    out, todo = [], [pid]
-    while todo:
-        p = todo.pop()
-        try:
-            tids = os.listdir(f"/proc/{p}/task")
-        except FileNotFoundError:
-            continue
-        out.append(p)
-        for tid in tids:
-            try:
-                todo.extend(int(c) for c in Path(f"/proc/{p}/task/{tid}/children").read_text().split())
-            except FileNotFoundError:
-                pass
-    return out
+#: ``pid`` and its descendants (the executor's own /proc walk).
+descendants = tree_pids
 
 
 def pss_mib(pid: int) -> float:

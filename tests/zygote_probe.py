@@ -31,21 +31,8 @@ def pool_run() -> list:
         return pool.starmap(probe, [(1,), (2,), (3,)])
 
 
-def children() -> list[int]:
-    """Pids of this process's live children."""
-    found = []
-    for entry in Path("/proc").iterdir():
-        if entry.name.isdigit():
-            try:
-                fields = (entry / "stat").read_text().rsplit(")", 1)[1].split()
-            except OSError:
-                continue
-            if int(fields[1]) == os.getpid() and fields[0] != "Z":
-                found.append(int(entry.name))
-    return found
-
-
 def main() -> None:
+    from jwql_dramatiq.executor.memory import tree_pids
     from jwql_dramatiq.executor.spawn_zygote import fast_pool_starts
 
     global STATE
@@ -63,8 +50,9 @@ def main() -> None:
         pool.join()
         report["terminate_s"] = time.monotonic() - started
     report["after"] = pool_run()
-    report["children_left"] = [pid for pid in children() if "resource_tracker" not in
-                                Path(f"/proc/{pid}/cmdline").read_bytes().decode(errors="replace")]
+    # Every descendant (zombies included), but multiprocessing's resource tracker, which outlives pools.
+    report["children_left"] = [pid for pid in tree_pids(os.getpid()) if pid != os.getpid() and "resource_tracker"
+                                not in Path(f"/proc/{pid}/cmdline").read_bytes().decode(errors="replace")]
     report["dirs_left"] = [str(p) for p in set(Path(tempfile.gettempdir()).glob("jwql-dramatiq-pools.*")) - before]
     print(json.dumps(report))
 
