@@ -7,6 +7,7 @@ every purged message a ``TaskPurged`` failure result, so its waiter returns at o
 
 from __future__ import annotations
 
+import json
 import time
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
@@ -138,34 +139,38 @@ def purge(broker, queue: str | None = None, dead_letter: bool = False) -> list[d
 
 @dataclass
 class _PurgeChunk:
-    """One chunk's ``purge.lua`` ARGV (after the five shared ones) and what to report for it."""
+    """One chunk's rows for ``purge.lua`` (its ARGV[6], as JSON) and what to report for it."""
 
-    args: list[Any]
+    rows_json: str
     report: list[dict[str, str]]
     actors: dict[str, str]
 
 
-def _prepare_chunk(broker, ids: list[bytes], removed: set[bytes], payloads_key: str, queue: str,
+def _prepare_chunk(broker, ids: list[bytes], payloads: list[bytes | None], removed: set[bytes], queue: str,
                    was: str) -> _PurgeChunk:
-    """Read one chunk's payloads and build its part of ``purge.lua``'s ARGV."""
-    chunk = _PurgeChunk([], [], {})
-    for redis_id, data in zip(ids, broker.client.hmget(payloads_key, ids)):
+    """Decode one chunk's payloads and build its rows for ``purge.lua`` (no Redis call)."""
+    chunk, rows = _PurgeChunk("", [], {}), []
+    for redis_id, data in zip(ids, payloads):
         if data is None:  # settled or purged meanwhile
             continue
         drop = "1" if redis_id in removed else "0"
+        redis_id_text = redis_id.decode(errors="replace")
         try:
             message = Message.decode(data)
         except Exception:  # not a message this package can read: removed, and nobody to tell
             chunk.report.append({"message_id": "", "actor": "", "queue": queue, "was": was,
-                                 "note": f"undecodable payload (redis id {redis_id.decode(errors='replace')})"})
-            chunk.args += [redis_id, drop, "", "", "", "", ""]
+                                 "note": f"undecodable payload (redis id {redis_id_text})"})
+            rows.append([redis_id_text, drop, "", "", "", "", ""])
             continue
         text = (f"task {message.message_id} ({message.actor_name}) was purged from queue "
                 f"{q_name(message.queue_name)!r} before it ran")
         result_key, failure = broker.results_backend.failure_record(
             message, {"type": "TaskPurged", "msg": text, "traceback": ""})
-        chunk.args += [redis_id, drop, message.message_id, result_key, failure, message.actor_name, text]
+        if isinstance(failure, bytes):  # Dramatiq's encoders give bytes
+            failure = failure.decode("utf-8")
+        rows.append([redis_id_text, drop, message.message_id, result_key, failure, message.actor_name, text])
         chunk.actors[message.message_id] = message.actor_name
+    chunk.rows_json = json.dumps(rows)
     return chunk
 
 
@@ -173,24 +178,29 @@ def _purge_chunks(broker, ids: list[bytes], removed: set[bytes], payloads_key: s
                   ttl_ms: int) -> list[dict[str, str]]:
     """Fail ``ids`` as purged, :data:`PURGE_CHUNK` at a time (``purge.lua``); return what to report.
 
-    The next chunk is read and decoded in a helper thread while Redis runs the current one's
-    script, so the server's work and ours overlap.
+    Every payload is read first, in one round trip; then the next chunk is decoded in a helper
+    thread while Redis runs the current one's script, so the server's work and ours overlap (a
+    read in the helper would wait for the script).
     """
     ns = broker.jwql_config.namespace
     shared = [time.time(), ttl_ms, states.INDEX_MAX, states.task_key(ns, ""), queue]
     chunks = [ids[start:start + PURGE_CHUNK] for start in range(0, len(ids), PURGE_CHUNK)]
     reported: list[dict[str, str]] = []
+    with broker.client.pipeline(transaction=False) as pipe:
+        for chunk_ids in chunks:
+            pipe.hmget(payloads_key, chunk_ids)
+        payloads = pipe.execute() if chunks else []
     with ThreadPoolExecutor(max_workers=1) as reader:
         def read(index: int):
-            return reader.submit(_prepare_chunk, broker, chunks[index], removed, payloads_key, queue, was)
+            return reader.submit(_prepare_chunk, broker, chunks[index], payloads[index], removed, queue, was)
 
         upcoming = read(0) if chunks else None
         for index in range(len(chunks)):
             chunk = upcoming.result()
-            if index + 1 < len(chunks):  # one chunk ahead: read while Redis runs this one
+            if index + 1 < len(chunks):  # one chunk ahead: decode while Redis runs this one
                 upcoming = read(index + 1)
             failed = broker.run_script(PURGE, [revoked_key(ns), states.index_key(ns), payloads_key],
-                                       shared + chunk.args)
+                                       [*shared, chunk.rows_json])
             reported += chunk.report + [{"message_id": m, "actor": chunk.actors[m], "queue": queue, "was": was}
                                         for m in (raw.decode() for raw in failed)]
     return reported
