@@ -15,7 +15,8 @@ Every queue ``Q`` (and its delay queue ``Q.DQ``) under the namespace ``<ns>`` us
   heartbeat timeout, the sweeper (``sweep.lua``) puts them back on ``Q``;
 - ``<ns>:__heartbeats__``: a sorted set, worker id -> its last heartbeat (ms);
 - ``<ns>:__wake__.Q``: a short list an idle consumer of ``Q`` blocks on, pushed by every send;
-- ``<ns>:revoked``: revoked and purged message ids (see :mod:`jwql_dramatiq.broker.revoke`).
+- ``<ns>:revoked``: revoked message ids, and purged delayed ones a worker holds in memory (see
+  :mod:`jwql_dramatiq.broker.revoke`).
 
 The names are Dramatiq's Redis layout, kept so that queues written by an earlier release (or
 read by Dramatiq's own tools) stay readable; the scripts that write them are ours
@@ -26,7 +27,8 @@ from __future__ import annotations
 
 from dramatiq.common import dq_name, q_name
 
-#: Longest a wake-up list may grow while no worker is idle (extra tokens only cause a spare fetch).
+#: Length a wake-up list is trimmed back to, once twice as long, while no worker is idle (extra
+#: tokens only cause a spare fetch).
 WAKE_LIST_MAX = 64
 
 __all__ = ["WAKE_LIST_MAX", "dead_letters_key", "delay_queue_name", "heartbeats_key", "held_key", "levels_key",

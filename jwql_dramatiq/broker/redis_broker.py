@@ -16,9 +16,11 @@ from dramatiq.message import Message
 
 from ..config import Config
 from ..connection import is_auth_error, is_outage, redis_unavailable
+from ..sentinel import ReplicaTimeout, wait_settings
 from . import keys
 from .consumer import WakingConsumer
 from .scripts import ENQUEUE, SETTLE, load_all
+from .states import QUEUED, SCHEDULED, task_key
 
 #: How long dead-lettered messages are kept, in ms (Dramatiq's default: 7 days).
 DEAD_MESSAGE_TTL_MS = 7 * 86_400_000
@@ -30,8 +32,9 @@ class JwqlRedisBroker(dramatiq.Broker):
     - A send is one round trip and one script (``enqueue.lua``): the payload, the queue, a wake-up
       token for an idle consumer and the task's "queued" state, which a middleware supplies
       through an ``enqueue_state(broker, message, delay)`` hook returning ``task_state.lua``'s
-      KEYS and ARGV (plus ``WAIT`` and its checks, in the same pipeline, when the client waits
-      for replicas).
+      KEYS and ARGV, or, for a message's first send, a ``first_enqueue_state(message, delay)``
+      hook returning a shorter form (plus ``WAIT`` and its checks, in the same pipeline, when
+      the client waits for replicas).
     - Consumers (:class:`~jwql_dramatiq.broker.consumer.WakingConsumer`) fetch with ``fetch.lua``, which
       records the worker's heartbeat; the ids they take are held on that heartbeat's lease until
       ``settle.lua`` acks, dead-letters or requeues them, or the sweeper (``sweep.lua``, the one
@@ -110,10 +113,8 @@ class JwqlRedisBroker(dramatiq.Broker):
         RedisUnavailable
             Redis could not be reached (naming its address).
         """
-        from ..sentinel import ReplicaTimeout, wait_settings
-        from .states import QUEUED, SCHEDULED, task_key
-
         queue_name = message.queue_name
+        unsent = "redis_message_id" not in message.options  # not a retry, nor a delayed message falling due
         message = message.copy(options={"redis_message_id": str(uuid.uuid4())})
         if delay is not None:
             queue_name = dq_name(queue_name)
@@ -129,11 +130,19 @@ class JwqlRedisBroker(dramatiq.Broker):
         script_keys = [keys.priority_queue_key(ns, queue_name, priority), keys.messages_key(ns, queue_name),
                        self.wake_key(queue_name), keys.levels_key(ns, queue_name)]
         script_args = [redis_id, message.encode(), current_millis(), keys.WAKE_LIST_MAX, priority]
-        state = next((m.enqueue_state(self, message, delay) for m in self.middleware
-                      if hasattr(m, "enqueue_state")), None)
-        if state is not None:  # the task's "queued" state, written by the same script
-            script_keys += state[0]
-            script_args += state[1]
+        # The task's "queued" state, written by the same script. A first send writes it unread,
+        # except under WAIT: a send that raised ReplicaTimeout may be repeated, and must not undo
+        # what a worker recorded meanwhile.
+        recorder = next((m for m in self.middleware if hasattr(m, "enqueue_state")), None)
+        if recorder is not None:
+            if unsent and replicas == 0 and hasattr(recorder, "first_enqueue_state"):
+                state_keys, state_args = recorder.first_enqueue_state(message, delay)
+                script_args.append("new")
+            else:
+                state_keys, state_args = recorder.enqueue_state(self, message, delay)
+                script_args.append("guarded")
+            script_keys += state_keys
+            script_args += state_args
         if replicas == 0:
             self.run_script(ENQUEUE, script_keys, script_args)
             self.emit_after("enqueue", message, delay)

@@ -8,7 +8,11 @@ A middleware records each change in one round trip (the ``task_state.lua`` scrip
   the task can be found and shown once its message is gone), ``started_at``, ``finished_at``,
   ``host``, ``worker``, ``pid`` and ``error``; it expires with the results (``result_ttl_s``).
 - ``<ns>:tasks``: a sorted set of message ids scored by their last change, for listings
-  (trimmed to :data:`INDEX_MAX` entries).
+  (trimmed to :data:`INDEX_MAX` entries; a sender trims it on one send in
+  :data:`INDEX_TRIM_EVERY`, so it may hold that many more for a while).
+
+A message's first send records "queued" in ``enqueue.lua``, the script that queues it, without
+reading the record first: nothing can have written it before.
 
 The script never moves a task out of a final state (a revoked task that goes on running does
 not become "succeeded"; a purged delayed message re-enqueued by a worker does not become
@@ -47,6 +51,8 @@ FINAL_STATES = frozenset({SUCCEEDED, FAILED, PURGED, REVOKED})
 ARGUMENTS_MAX_CHARS = 2000
 #: Most entries kept in the listing index.
 INDEX_MAX = 10_000
+#: A sender trims the listing index on one first enqueue in this many (a trim costs a command).
+INDEX_TRIM_EVERY = 64
 #: Write modes of :func:`write_state`.
 MODES = ("guard", "enqueue", "force")
 
@@ -57,9 +63,15 @@ def task_key(namespace: str, message_id: str) -> str:
     return f"{namespace}:task:{message_id}"
 
 
+#: :func:`described_arguments` of a call without arguments.
+NO_ARGUMENTS = {"input_file": "", "arguments": json.dumps({"args": [], "kwargs": {}})}
+
+
 def described_arguments(message) -> dict[str, str]:
     """``input_file`` (the first string argument: the pipeline actors' file) and ``arguments`` (JSON,
     cut to :data:`ARGUMENTS_MAX_CHARS`) of a message, for its state."""
+    if not message.args and not message.kwargs:
+        return dict(NO_ARGUMENTS)
     values = [*message.args, *message.kwargs.values()]
     text = json.dumps({"args": list(message.args), "kwargs": message.kwargs}, default=repr)
     if len(text) > ARGUMENTS_MAX_CHARS:
@@ -253,6 +265,7 @@ class TaskStates(Middleware):
         self.tasks_done = 0
         # Worker-record fields of a failed run, written with the nack or the retry's enqueue.
         self._pending = threading.local()
+        self._first_enqueues = 0  # racy across threads, harmlessly: it only spaces the index trims
 
     @staticmethod
     def _run(broker, call: tuple[list[Any], list[Any]]) -> None:
@@ -289,6 +302,22 @@ class TaskStates(Middleware):
                           eta=message.options.get("eta") if delay else None,
                           redis_id=message.options.get("redis_message_id"), enqueued_at=time.time(),
                           **described_arguments(message))
+
+    def first_enqueue_state(self, message, delay) -> tuple[list[Any], list[Any]]:
+        """The state write of a message's first enqueue, which ``enqueue.lua`` makes unread ("new"):
+        its KEYS[5..6] and ARGV[7..15] (see the script's header).
+
+        Nothing can have recorded the task before the script that queues it, so no guard is
+        needed, and the arguments are few. The listing index is trimmed on one first enqueue in
+        :data:`INDEX_TRIM_EVERY`.
+        """
+        self._first_enqueues += 1
+        trim_to = INDEX_MAX if (self._first_enqueues - 1) % INDEX_TRIM_EVERY == 0 else 0
+        described = described_arguments(message)
+        return ([task_key(self.namespace, message.message_id), index_key(self.namespace)],
+                [message.message_id, self.ttl_ms, trim_to,
+                 SCHEDULED if delay else QUEUED, message.actor_name, q_name(message.queue_name),
+                 described["input_file"], described["arguments"], message.options.get("eta", "") if delay else ""])
 
     def before_process_message(self, broker, message) -> None:  # noqa: D102
         # One round trip: is it revoked (then skip it; the state write is refused, "revoked" being

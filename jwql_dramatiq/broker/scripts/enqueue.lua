@@ -1,6 +1,7 @@
 -- enqueue: put one message on a queue, wake an idle consumer and record the task's "queued" (or
--- "scheduled") state, in one round trip. The state write is write_task_state, from
--- task_state_lib.lua, which the loader prepends.
+-- "scheduled") state, in one round trip. A later enqueue of the same message (a retry, or a delayed
+-- message falling due) writes its state with write_task_state, from task_state_lib.lua, which the
+-- loader prepends; a first enqueue writes it directly, from a short argument list.
 --
 -- KEYS[1]  <ns>:Q, or <ns>:Q.P<p>  list of waiting Redis message ids of the actor's priority p (Q
 --                                  may be a delay queue Q.DQ)
@@ -9,14 +10,23 @@
 -- KEYS[4]  <ns>:Q.levels           zset of the non-zero priorities in use (member "P<p>", score p)
 -- KEYS[5]  optional: <ns>:task:<message_id>, the task's state hash (no state is written without it)
 -- KEYS[6]  with KEYS[5]: <ns>:tasks, the listing index
--- KEYS[7]  optional: a worker's record hash (a failed run sent again by Retries)
+-- KEYS[7]  optional, with ARGV[6] "guarded": a worker's record hash (a failed run sent again by Retries)
 --
 -- ARGV[1]  the Redis message id (a fresh UUID per enqueue)
 -- ARGV[2]  the payload (the message as JSON)
 -- ARGV[3]  now, ms (the wake-up token)
--- ARGV[4]  longest the wake-up list may grow
+-- ARGV[4]  longest the wake-up list is kept: trimmed back to that once it is twice as long (one
+--          LTRIM per ARGV[4] sends while no worker is idle, not one per send)
 -- ARGV[5]  the priority p (0: KEYS[1] is <ns>:Q and KEYS[4] is not touched)
--- ARGV[6..] with KEYS[5]: the state write, laid out as task_state.lua's ARGV
+-- ARGV[6]  with KEYS[5]: how the state is written:
+--          "new", a first enqueue: nothing can have recorded the task before this script, so the
+--          hash is written without being read, from ARGV[7..15]:
+--            ARGV[7]  the message id          ARGV[8]  time to live of the hash, ms
+--            ARGV[9]  most entries kept in the listing index, or 0 not to trim it this time
+--            ARGV[10] the state               ARGV[11] the actor     ARGV[12] the queue
+--            ARGV[13] input_file              ARGV[14] arguments     ARGV[15] the eta, or ""
+--          (redis_id is ARGV[1]; enqueued_at and updated_at are now, in s);
+--          "guarded": ARGV[7..] are laid out as task_state.lua's ARGV (mode "enqueue")
 --
 -- Returns 1, or 0 if the id was already there (a send run again after NOSCRIPT: nothing is doubled).
 if redis.call("hsetnx", KEYS[2], ARGV[1], ARGV[2]) == 0 then
@@ -26,10 +36,28 @@ redis.call("rpush", KEYS[1], ARGV[1])
 if tonumber(ARGV[5]) ~= 0 then
     redis.call("zadd", KEYS[4], ARGV[5], "P" .. ARGV[5])
 end
-if redis.call("rpush", KEYS[3], ARGV[3]) > tonumber(ARGV[4]) then  -- nobody is waking up: keep it short
+if redis.call("rpush", KEYS[3], ARGV[3]) > 2 * tonumber(ARGV[4]) then  -- nobody is waking up: keep it short
     redis.call("ltrim", KEYS[3], -tonumber(ARGV[4]), -1)
 end
-if KEYS[5] then
-    write_task_state(KEYS[5], KEYS[6], KEYS[7], {unpack(ARGV, 6)})
+if not KEYS[5] then
+    return 1
+end
+if ARGV[6] == "guarded" then
+    write_task_state(KEYS[5], KEYS[6], KEYS[7], {unpack(ARGV, 7)})
+    return 1
+end
+local now_s = string.format("%.3f", tonumber(ARGV[3]) / 1000)
+if ARGV[15] ~= "" then
+    redis.call("hset", KEYS[5], "state", ARGV[10], "actor", ARGV[11], "queue", ARGV[12], "redis_id", ARGV[1],
+               "enqueued_at", now_s, "input_file", ARGV[13], "arguments", ARGV[14], "eta", ARGV[15],
+               "updated_at", now_s)
+else
+    redis.call("hset", KEYS[5], "state", ARGV[10], "actor", ARGV[11], "queue", ARGV[12], "redis_id", ARGV[1],
+               "enqueued_at", now_s, "input_file", ARGV[13], "arguments", ARGV[14], "updated_at", now_s)
+end
+redis.call("pexpire", KEYS[5], ARGV[8])
+redis.call("zadd", KEYS[6], now_s, ARGV[7])
+if tonumber(ARGV[9]) > 0 then
+    redis.call("zremrangebyrank", KEYS[6], 0, -(tonumber(ARGV[9]) + 1))
 end
 return 1
