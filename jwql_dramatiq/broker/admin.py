@@ -11,7 +11,6 @@ import json
 import time
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
-from typing import Any
 
 from dramatiq.common import dq_name, q_name
 from dramatiq.message import Message
