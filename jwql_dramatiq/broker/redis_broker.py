@@ -129,7 +129,8 @@ class JwqlRedisBroker(dramatiq.Broker):
         ns = self.namespace
         script_keys = [keys.priority_queue_key(ns, queue_name, priority), keys.messages_key(ns, queue_name),
                        self.wake_key(queue_name), keys.levels_key(ns, queue_name)]
-        script_args = [redis_id, message.encode(), current_millis(), keys.WAKE_LIST_MAX, priority]
+        # now in ms with its fraction: the state's times and the listing order keep sub-ms precision
+        script_args = [redis_id, message.encode(), time.time() * 1000, keys.WAKE_LIST_MAX, priority]
         # The task's "queued" state, written by the same script. A first send writes it unread,
         # except under WAIT: a send that raised ReplicaTimeout may be repeated, and must not undo
         # what a worker recorded meanwhile.

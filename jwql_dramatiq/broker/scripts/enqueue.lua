@@ -14,7 +14,7 @@
 --
 -- ARGV[1]  the Redis message id (a fresh UUID per enqueue)
 -- ARGV[2]  the payload (the message as JSON)
--- ARGV[3]  now, ms (the wake-up token)
+-- ARGV[3]  now, ms, with its fraction (the wake-up token)
 -- ARGV[4]  longest the wake-up list is kept: trimmed back to that once it is twice as long (one
 --          LTRIM per ARGV[4] sends while no worker is idle, not one per send)
 -- ARGV[5]  the priority p (0: KEYS[1] is <ns>:Q and KEYS[4] is not touched)
@@ -46,7 +46,7 @@ if ARGV[6] == "guarded" then
     write_task_state(KEYS[5], KEYS[6], KEYS[7], {unpack(ARGV, 7)})
     return 1
 end
-local now_s = string.format("%.3f", tonumber(ARGV[3]) / 1000)
+local now_s = string.format("%.6f", tonumber(ARGV[3]) / 1000)
 if ARGV[15] ~= "" then
     redis.call("hset", KEYS[5], "state", ARGV[10], "actor", ARGV[11], "queue", ARGV[12], "redis_id", ARGV[1],
                "enqueued_at", now_s, "input_file", ARGV[13], "arguments", ARGV[14], "eta", ARGV[15],
