@@ -128,9 +128,10 @@ def test_a_send_is_one_round_trip_and_a_worker_needs_at_most_three_per_task(make
     # Then: a send is one round trip, and the worker needs at most 3 per task (fetch, start, finish)
     # beside its idle polls
     assert send_round_trips == 1
-    # ... and one script: EVALSHA, and inside it the payload, the queue, the wake-up (and its trim, the
-    # wake-up list being full with no worker) and the "queued" state (guard, hash, expiry, index, trim)
-    assert send_commands <= 10, f"{send_commands:.2f} commands per send"
+    # ... and one script: EVALSHA, and inside it the payload, the queue, the wake-up and the "queued"
+    # state (hash, expiry, index; no guard read on a first send), the wake-up list and the index being
+    # trimmed on one send in 64
+    assert send_commands <= 7 + 2 / 64 + 2 / N_TASKS, f"{send_commands:.2f} commands per send"
     assert worker_round_trips <= 3 + idle_round_trips / (N_TASKS - 1), f"{worker_round_trips:.2f} per task"
     commands = [name for _, name in monitor.commands]
     sent_commands = sum(address != "lua" for address, _ in monitor.commands)
@@ -184,7 +185,7 @@ def test_a_worker_takes_the_highest_priority_message_first(make_config, redis_cl
 def test_a_failure_is_stored_once_and_a_result_that_is_not_json_fails_once(make_config, redis_client, redis_url):
     # Given: an actor that raises, and one that returns a set (not JSON-encodable), each counting its runs
     from jwql_dramatiq.broker.results import TaskResultFailure
-    from jwql_dramatiq.broker.scripts import STORE_RESULT
+    from jwql_dramatiq.broker.scripts import FINISH, STORE_RESULT
 
     config = make_config(idle_poll_ms=200, max_tasks_per_child=0)
     broker = _broker(config, SenderConnection)
@@ -217,8 +218,39 @@ def test_a_failure_is_stored_once_and_a_result_that_is_not_json_fails_once(make_
     # Then: the failure keeps its type and was stored once (not once by the consumer and again by Results)
     assert failure.value.type_name == "ValueError" and "bad slope" in failure.value.message
     stores = [c for a, c in monitor.commands if c == "evalsha"]
-    assert stores and sum(1 for a, c in monitor.raw if STORE_RESULT.sha in c) == 2  # one per task
+    # (on its own, or as a part of a worker's finish.lua)
+    stored = sum(c.count(STORE_RESULT.sha) + (c.count('"store_result"') if FINISH.sha in c else 0) for a, c in monitor.raw)
+    assert stores and stored == 2  # one per task
     # And the set's actor ran once, and its caller was told why there is no value
     assert not_json.value.type_name == "ResultNotEncodable" and "set" in not_json.value.message
     assert (int(redis_client.get("runs:raises")), int(redis_client.get("runs:set"))) == (1, 1)
     broker.close()
+
+
+@pytest.mark.timeout(30)
+def test_finish_runs_its_parts_in_order_in_one_script_and_refuses_a_script_it_cannot_run(redis_client):
+    # Given a worker holding one message, whose final state and result are deferred to its ack
+    from jwql_dramatiq.broker import keys, states
+    from jwql_dramatiq.broker.scripts import FETCH, FINISH, SETTLE, STORE_RESULT, TASK_STATE, finish_call
+
+    ns, held = "finish-test", keys.held_key("finish-test", "w1", "q")
+    redis_client.sadd(held, "r1")
+    redis_client.hset(keys.messages_key(ns, "q"), "r1", b"{}")
+    state = states.state_call(ns, "m1", 60_000, state="succeeded", finished_at=1.0)
+    result = ([f"{ns}:result:m1", keys.revoked_key(ns)], ["m1", '{"value": 42}', 60_000, "0", "0"])
+    settle = (SETTLE, [held, keys.queue_key(ns, "q"), keys.messages_key(ns, "q"), keys.dead_letters_key(ns, "q"),
+                       keys.dead_letters_key(ns, "q") + ".msgs", keys.wake_key(ns, "q")], ["ack", 0, 64, "r1"])
+
+    # When finish.lua runs them: the state, the result, the ack
+    replies = FINISH.run(redis_client, *finish_call([(TASK_STATE, *state), (STORE_RESULT, *result), settle]))
+
+    # Then each part ran as its own script would, in order, and replied
+    assert replies == [1, 1, 1]
+    assert states.get_task_state("m1", redis_client, ns).state == "succeeded"
+    assert redis_client.lrange(f"{ns}:result:m1", 0, -1) == [b'{"value": 42}']
+    assert not redis_client.exists(held) and not redis_client.hexists(keys.messages_key(ns, "q"), "r1")
+    # And run again (a retried ack), it changes nothing: the message is no longer held
+    assert FINISH.run(redis_client, *finish_call([(TASK_STATE, *state), settle])) == [0, 0]
+    # And a script it has no part for is refused before anything runs
+    with pytest.raises(ValueError, match="fetch.lua"):
+        finish_call([(FETCH, [], [])])

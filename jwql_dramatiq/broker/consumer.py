@@ -19,13 +19,13 @@ from ..connection import BLOCKING_SLICE_S, is_auth_error, is_outage
 from ..errors import RedisUnavailable
 from . import keys
 from .marks import failure_of, results_middleware, results_options
-from .scripts import FETCH
+from .scripts import FETCH, FINISH, finish_call
 
 logger = logging.getLogger(__name__)
 
 
 class WakingConsumer(dramatiq.Consumer):
-    """A consumer of one queue on :class:`~jwql_dramatiq.broker.JwqlRedisBroker` (``fetch.lua``, ``settle.lua``).
+    """A consumer of one queue on :class:`~jwql_dramatiq.broker.JwqlRedisBroker` (``fetch.lua``, ``finish.lua``).
 
     When idle it blocks on its queue's wake-up list instead of sleeping through a poll back-off.
     A consumer with a full prefetch sleeps instead of blocking, so that wake-up tokens go to
@@ -92,7 +92,7 @@ class WakingConsumer(dramatiq.Consumer):
             raise dramatiq.ConnectionClosed(e) from None
 
     def _finish(self, message, mode: str) -> None:
-        """Ack or nack ``message`` with its deferred writes (final state, result) in one round trip."""
+        """Ack or nack ``message`` with its deferred writes (final state, result) in one script (finish.lua)."""
         writes = getattr(message, "deferred_writes", None) or []
         if not writes:
             self._settle(mode, [message])
@@ -100,12 +100,7 @@ class WakingConsumer(dramatiq.Consumer):
                 message.deferred_writes = None  # settled: later writes (after_ack, after_nack hooks) go at once
             return
         call = self.broker.settle_call(mode, self.queue_name, [message.options["redis_message_id"]])
-
-        def build(pipe) -> None:
-            for script, keys_, args in [*writes, call]:
-                script.queue(pipe, keys=keys_, args=args)
-
-        self.broker.run_pipeline(build)
+        self.broker.run_script(FINISH, *finish_call([*writes, call]))
         message.deferred_writes = None
 
     def ack(self, message) -> None:  # noqa: D102

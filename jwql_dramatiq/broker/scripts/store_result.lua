@@ -11,18 +11,5 @@
 -- ARGV[5]  "1" if the result is a failure record, "0" if it is a task's return value
 --
 -- Returns 1 if the result was stored, 0 if the message is revoked, 2 if a stored success was kept.
-if ARGV[4] ~= "1" then
-    if redis.call("zscore", KEYS[2], ARGV[1]) then
-        return 0
-    end
-    if ARGV[5] == "1" then
-        local existing = redis.call("lindex", KEYS[1], 0)
-        if existing and not string.find(existing, "dramatiq.results.Result", 1, true) then
-            return 2
-        end
-    end
-end
-redis.call("del", KEYS[1])
-redis.call("lpush", KEYS[1], ARGV[2])
-redis.call("pexpire", KEYS[1], ARGV[3])
-return 1
+-- (The body is store_result_lib.lua's store_result, which the loader prepends.)
+return store_result(KEYS, ARGV)
