@@ -1,7 +1,8 @@
 -- enqueue: put one message on a queue, wake an idle consumer and record the task's "queued" (or
 -- "scheduled") state, in one round trip. A later enqueue of the same message (a retry, or a delayed
 -- message falling due) writes its state with write_task_state, from task_state_lib.lua, which the
--- loader prepends; a first enqueue writes it directly, from a short argument list.
+-- loader prepends; a first enqueue writes it unchecked (that library's store_task_state), from a
+-- short argument list.
 --
 -- KEYS[1]  <ns>:Q, or <ns>:Q.P<p>  list of waiting Redis message ids of the actor's priority p (Q
 --                                  may be a delay queue Q.DQ)
@@ -47,17 +48,11 @@ if ARGV[6] == "guarded" then
     return 1
 end
 local now_s = string.format("%.6f", tonumber(ARGV[3]) / 1000)
+local fields = {"state", ARGV[10], "actor", ARGV[11], "queue", ARGV[12], "redis_id", ARGV[1],
+                "enqueued_at", now_s, "input_file", ARGV[13], "arguments", ARGV[14]}
 if ARGV[15] ~= "" then
-    redis.call("hset", KEYS[5], "state", ARGV[10], "actor", ARGV[11], "queue", ARGV[12], "redis_id", ARGV[1],
-               "enqueued_at", now_s, "input_file", ARGV[13], "arguments", ARGV[14], "eta", ARGV[15],
-               "updated_at", now_s)
-else
-    redis.call("hset", KEYS[5], "state", ARGV[10], "actor", ARGV[11], "queue", ARGV[12], "redis_id", ARGV[1],
-               "enqueued_at", now_s, "input_file", ARGV[13], "arguments", ARGV[14], "updated_at", now_s)
+    fields[#fields + 1] = "eta"
+    fields[#fields + 1] = ARGV[15]
 end
-redis.call("pexpire", KEYS[5], ARGV[8])
-redis.call("zadd", KEYS[6], now_s, ARGV[7])
-if tonumber(ARGV[9]) > 0 then
-    redis.call("zremrangebyrank", KEYS[6], 0, -(tonumber(ARGV[9]) + 1))
-end
+store_task_state(KEYS[5], KEYS[6], ARGV[7], fields, now_s, ARGV[8], ARGV[9])
 return 1

@@ -1,5 +1,12 @@
--- task_state_lib: the task-state write shared by task_state.lua and enqueue.lua (prepended to
--- both by the loader, jwql_dramatiq.lua.LuaScript's ``includes``; it runs nothing on its own).
+-- task_state_lib: the task-state write shared by task_state.lua, enqueue.lua and finish.lua
+-- (prepended to each by the loader, jwql_dramatiq.lua.LuaScript's ``includes``; it runs nothing on
+-- its own).
+--
+-- store_task_state(task_key, index_key, message_id, values, now_s, ttl_ms, trim_to) writes one
+-- state without any check: the hash's fields and values (the table ``values``, to which it adds
+-- updated_at = now_s), its time to live (ttl_ms), the listing index entry (message id -> now_s),
+-- and, if trim_to > 0, trims the index to its newest trim_to entries. enqueue.lua calls it
+-- directly for a message's first send, which nothing can have recorded before.
 --
 -- write_task_state(task_key, index_key, record_key, a) records one change of a task's state,
 -- never moving a task out of a final state, and never letting a late "queued" overwrite the run it
@@ -26,6 +33,17 @@
 -- Returns 1 if the task's hash was written, 0 if the change was refused.
 local task_state_final = {succeeded = true, failed = true, purged = true, revoked = true}
 
+local function store_task_state(task_key, index_key, message_id, values, now_s, ttl_ms, trim_to)
+    values[#values + 1] = "updated_at"
+    values[#values + 1] = now_s
+    redis.call("hset", task_key, unpack(values))
+    redis.call("pexpire", task_key, ttl_ms)
+    redis.call("zadd", index_key, now_s, message_id)
+    if tonumber(trim_to) > 0 then
+        redis.call("zremrangebyrank", index_key, 0, -(tonumber(trim_to) + 1))
+    end
+end
+
 local function write_task_state(task_key, index_key, record_key, a)
     local n = tonumber(a[6])
     local mode = a[5]
@@ -51,14 +69,8 @@ local function write_task_state(task_key, index_key, record_key, a)
         for i = 7, 6 + 2 * n do
             values[#values + 1] = a[i]
         end
-        values[#values + 1] = "updated_at"
-        values[#values + 1] = a[2]
-        redis.call("hset", task_key, unpack(values))
-        redis.call("pexpire", task_key, a[3])
-        redis.call("zadd", index_key, a[2], a[1])
-        if new_task then  -- only a task's first write grows the index
-            redis.call("zremrangebyrank", index_key, 0, -(tonumber(a[4]) + 1))
-        end
+        -- only a task's first write grows the index, so only it trims
+        store_task_state(task_key, index_key, a[1], values, a[2], a[3], new_task and a[4] or 0)
         written = 1
     end
 
