@@ -229,18 +229,17 @@ def test_a_failure_is_stored_once_and_a_result_that_is_not_json_fails_once(make_
 
 
 @pytest.mark.timeout(30)
-def test_finish_runs_its_parts_in_order_in_one_script_and_refuses_a_script_it_cannot_run(redis_client):
+def test_finish_runs_its_parts_in_order_in_one_script_and_refuses_a_script_it_cannot_run(broker, redis_client):
     # Given a worker holding one message, whose final state and result are deferred to its ack
     from jwql_dramatiq.broker import keys, states
-    from jwql_dramatiq.broker.scripts import FETCH, FINISH, SETTLE, STORE_RESULT, TASK_STATE, finish_call
+    from jwql_dramatiq.broker.scripts import FETCH, FINISH, STORE_RESULT, TASK_STATE, finish_call
 
-    ns, held = "finish-test", keys.held_key("finish-test", "w1", "q")
+    ns, held = broker.namespace, keys.held_key(broker.namespace, "w1", "q")
     redis_client.sadd(held, "r1")
     redis_client.hset(keys.messages_key(ns, "q"), "r1", b"{}")
     state = states.state_call(ns, "m1", 60_000, state="succeeded", finished_at=1.0)
     result = ([f"{ns}:result:m1", keys.revoked_key(ns)], ["m1", '{"value": 42}', 60_000, "0", "0"])
-    settle = (SETTLE, [held, keys.queue_key(ns, "q"), keys.messages_key(ns, "q"), keys.dead_letters_key(ns, "q"),
-                       keys.dead_letters_key(ns, "q") + ".msgs", keys.wake_key(ns, "q")], ["ack", 0, 64, "r1"])
+    settle = broker.settle_call("ack", "q", ["r1"], worker_id="w1")
 
     # When finish.lua runs them: the state, the result, the ack
     replies = FINISH.run(redis_client, *finish_call([(TASK_STATE, *state), (STORE_RESULT, *result), settle]))
