@@ -2,10 +2,8 @@
 
 from __future__ import annotations
 
-import contextlib
 import time
 import uuid
-from collections.abc import Iterator
 from typing import Any
 
 import dramatiq
@@ -68,8 +66,19 @@ class JwqlRedisBroker(dramatiq.Broker):
         self.heartbeat_timeout = heartbeat_timeout_ms
         self.dead_message_ttl = dead_message_ttl_ms
         self.queues: set[str] = set()
+        # Looked up once per send otherwise: (queue name, priority) -> enqueue.lua's first 4 KEYS,
+        # and the middleware that records states (reset by add_middleware).
+        self._enqueue_keys: dict[tuple[str, int], list[str]] = {}
+        self._recorder: Any = None
+        self._recorder_found = False
+        self._as_error = _UnavailableAsError(self)
 
     # -- dramatiq.Broker ---------------------------------------------------------------------------
+
+    def add_middleware(self, middleware, *, before=None, after=None) -> None:
+        """Add ``middleware`` as :meth:`dramatiq.Broker.add_middleware` does (and look up the state recorder again)."""
+        super().add_middleware(middleware, before=before, after=after)
+        self._recorder_found = False
 
     def consume(self, queue_name: str, prefetch: int = 1, timeout: int = 5000) -> WakingConsumer:
         """A consumer of ``queue_name`` holding at most ``prefetch`` messages (``timeout`` is unused:
@@ -127,14 +136,21 @@ class JwqlRedisBroker(dramatiq.Broker):
         priority = int(actor.priority) if actor is not None and delay is None else 0  # delays are ordered by eta
 
         ns = self.namespace
-        script_keys = [keys.priority_queue_key(ns, queue_name, priority), keys.messages_key(ns, queue_name),
-                       self.wake_key(queue_name), keys.levels_key(ns, queue_name)]
+        queue_keys = self._enqueue_keys.get((queue_name, priority))
+        if queue_keys is None:
+            queue_keys = self._enqueue_keys[(queue_name, priority)] = [
+                keys.priority_queue_key(ns, queue_name, priority), keys.messages_key(ns, queue_name),
+                self.wake_key(queue_name), keys.levels_key(ns, queue_name)]
+        script_keys = list(queue_keys)
         # now in ms with its fraction: the state's times and the listing order keep sub-ms precision
         script_args = [redis_id, message.encode(), time.time() * 1000, keys.WAKE_LIST_MAX, priority]
         # The task's "queued" state, written by the same script. A first send writes it unread,
         # except under WAIT: a send that raised ReplicaTimeout may be repeated, and must not undo
         # what a worker recorded meanwhile.
-        recorder = next((m for m in self.middleware if hasattr(m, "enqueue_state")), None)
+        if not self._recorder_found:
+            self._recorder = next((m for m in self.middleware if hasattr(m, "enqueue_state")), None)
+            self._recorder_found = True
+        recorder = self._recorder
         if recorder is not None:
             if unsent and replicas == 0 and hasattr(recorder, "first_enqueue_state"):
                 state_keys, state_args = recorder.first_enqueue_state(message, delay)
@@ -202,15 +218,9 @@ class JwqlRedisBroker(dramatiq.Broker):
 
     # -- used by the consumer, the control channel and the CLI --------------------------------------
 
-    @contextlib.contextmanager
-    def _unavailable_as_error(self) -> Iterator[None]:
+    def _unavailable_as_error(self) -> "_UnavailableAsError":
         """Raise an outage (connection.is_outage: NOREPLICAS too) or a refused login as RedisUnavailable."""
-        try:
-            yield
-        except Exception as e:
-            if not (is_outage(e) or is_auth_error(e)):
-                raise
-            raise redis_unavailable(e, address=self.address, client=self.client) from None
+        return self._as_error
 
     def run_script(self, script, script_keys: list[Any], script_args: list[Any]) -> Any:
         """Run one of the broker's scripts in one round trip (loading it on NOSCRIPT) and return its reply.
@@ -276,3 +286,22 @@ class JwqlRedisBroker(dramatiq.Broker):
         return (SETTLE, [keys.held_key(ns, worker_id or self.broker_id, queue_name), keys.queue_key(ns, queue_name),
                          keys.messages_key(ns, queue_name), dead, dead + ".msgs", self.wake_key(queue_name)],
                 [mode, current_millis(), keys.WAKE_LIST_MAX, *redis_ids])
+
+
+class _UnavailableAsError:
+    """A broker's ``with`` block that raises an outage or a refused login as RedisUnavailable.
+
+    A class, not a ``contextlib.contextmanager``: it wraps every send, and a generator costs
+    microseconds more each time. It holds no state between uses, so one serves every thread.
+    """
+
+    def __init__(self, broker: JwqlRedisBroker) -> None:
+        self.broker = broker
+
+    def __enter__(self) -> None:
+        return None
+
+    def __exit__(self, kind, error, traceback) -> bool:
+        if error is None or not isinstance(error, Exception) or not (is_outage(error) or is_auth_error(error)):
+            return False
+        raise redis_unavailable(error, address=self.broker.address, client=self.broker.client) from None

@@ -314,10 +314,13 @@ class TaskStates(Middleware):
         self._first_enqueues += 1
         trim_to = INDEX_MAX if (self._first_enqueues - 1) % INDEX_TRIM_EVERY == 0 else 0
         described = described_arguments(message)
-        return ([task_key(self.namespace, message.message_id), index_key(self.namespace)],
-                [message.message_id, self.ttl_ms, trim_to,
-                 SCHEDULED if delay else QUEUED, message.actor_name, q_name(message.queue_name),
-                 described["input_file"], described["arguments"], message.options.get("eta", "") if delay else ""])
+        args = [message.message_id, self.ttl_ms, trim_to, SCHEDULED if delay else QUEUED, message.actor_name,
+                q_name(message.queue_name), described["arguments"], described["input_file"]]
+        if delay:
+            args.append(message.options.get("eta", ""))
+        while len(args) > 7 and args[-1] == "":  # trailing empty input_file, eta: left out (read as empty)
+            args.pop()
+        return [task_key(self.namespace, message.message_id), index_key(self.namespace)], args
 
     def before_process_message(self, broker, message) -> None:  # noqa: D102
         # One round trip: is it revoked (then skip it; the state write is refused, "revoked" being

@@ -25,8 +25,10 @@
 --            ARGV[7]  the message id          ARGV[8]  time to live of the hash, ms
 --            ARGV[9]  most entries kept in the listing index, or 0 not to trim it this time
 --            ARGV[10] the state               ARGV[11] the actor     ARGV[12] the queue
---            ARGV[13] input_file              ARGV[14] arguments     ARGV[15] the eta, or ""
---          (redis_id is ARGV[1]; enqueued_at and updated_at are now, in s);
+--            ARGV[13] arguments               ARGV[14] input_file    ARGV[15] the eta
+--          (ARGV[14] and ARGV[15] may be left out when empty, as a sender does: each argument
+--          costs the client and the server; redis_id is ARGV[1]; enqueued_at and updated_at
+--          are now, in s);
 --          "guarded": ARGV[7..] are laid out as task_state.lua's ARGV (mode "enqueue")
 --
 -- Returns 1, or 0 if the id was already there (a send run again after NOSCRIPT: nothing is doubled).
@@ -49,8 +51,8 @@ if ARGV[6] == "guarded" then
 end
 local now_s = string.format("%.6f", tonumber(ARGV[3]) / 1000)
 local fields = {"state", ARGV[10], "actor", ARGV[11], "queue", ARGV[12], "redis_id", ARGV[1],
-                "enqueued_at", now_s, "input_file", ARGV[13], "arguments", ARGV[14]}
-if ARGV[15] ~= "" then
+                "enqueued_at", now_s, "input_file", ARGV[14] or "", "arguments", ARGV[13]}
+if ARGV[15] and ARGV[15] ~= "" then
     fields[#fields + 1] = "eta"
     fields[#fields + 1] = ARGV[15]
 end
