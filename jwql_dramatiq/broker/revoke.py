@@ -21,11 +21,6 @@ from .keys import revoked_key
 REVOKED_KEEP_S = 7 * 86_400
 
 
-def is_revoked(client: redis.Redis, namespace: str, message_id: str) -> bool:
-    """Whether ``message_id`` has been revoked."""
-    return client.zscore(revoked_key(namespace), message_id) is not None
-
-
 @dataclass(frozen=True)
 class RevokeOutcome:
     """What :func:`revoke` did: ``outcome`` is one of ``unknown``, ``finished``, ``revoked``,

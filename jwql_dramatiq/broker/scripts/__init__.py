@@ -8,9 +8,9 @@ from __future__ import annotations
 
 from ...lua import LuaScript
 
-#: The task-state write enqueue.lua, task_state.lua and finish.lua share (a library: prepended, never run alone).
+#: The task-state write enqueue.lua, task_state.lua, finish.lua and purge.lua share (a library, never run alone).
 STATE_LIBRARY = "task_state_lib.lua"
-#: store_result.lua's body as a function, shared with finish.lua (a library).
+#: store_result.lua's body as a function, shared with finish.lua and purge.lua (a library).
 STORE_RESULT_LIBRARY = "store_result_lib.lua"
 #: settle.lua's body as a function, shared with finish.lua (a library).
 SETTLE_LIBRARY = "settle_lib.lua"
@@ -23,7 +23,7 @@ SETTLE = LuaScript(__name__, "settle.lua", includes=(SETTLE_LIBRARY,))
 #: store_result.lua: store a result unless the task is revoked or already has one (see its header).
 STORE_RESULT = LuaScript(__name__, "store_result.lua", includes=(STORE_RESULT_LIBRARY,))
 #: purge.lua: fail a chunk of taken messages as purged, waking their waiters (see its header).
-PURGE = LuaScript(__name__, "purge.lua")
+PURGE = LuaScript(__name__, "purge.lua", includes=(STATE_LIBRARY, STORE_RESULT_LIBRARY))
 #: sweep.lua: requeue dead workers' unacked messages and expire dead letters (see its header).
 SWEEP = LuaScript(__name__, "sweep.lua")
 #: task_state.lua: record a task's state and index it, in one round trip (see its header).

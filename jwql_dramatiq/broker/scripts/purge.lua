@@ -20,6 +20,8 @@
 --          the client encodes one string instead of 14,000 arguments per chunk.)
 --
 -- Returns the message ids failed here (those already revoked had their waiter told then).
+-- The result and the state are written as everywhere else: store_result (store_result_lib.lua)
+-- and store_task_state (task_state_lib.lua), which the loader prepends.
 local now, ttl_ms = ARGV[1], ARGV[2]
 local failed = {}
 for _, m in ipairs(cjson.decode(ARGV[6])) do
@@ -32,14 +34,10 @@ for _, m in ipairs(cjson.decode(ARGV[6])) do
         if drop ~= "1" then  -- a delayed message a worker holds: it must skip it when due
             redis.call("zadd", KEYS[1], now, message_id)
         end  -- (a message taken off its queue, payload dropped, can never run: no mark needed)
-        redis.call("del", result_key)
-        redis.call("lpush", result_key, m[5])
-        redis.call("pexpire", result_key, ttl_ms)
-        local task_key = ARGV[4] .. message_id
-        redis.call("hset", task_key, "state", "purged", "purged_at", now, "actor", m[6], "queue", ARGV[5],
-                   "error", "TaskPurged: " .. text, "updated_at", now)
-        redis.call("pexpire", task_key, ttl_ms)
-        redis.call("zadd", KEYS[2], now, message_id)
+        store_result({result_key, KEYS[1]}, {message_id, m[5], ttl_ms, "1", "1"})  -- "1": checked above
+        store_task_state(ARGV[4] .. message_id, KEYS[2], message_id,
+                         {"state", "purged", "purged_at", now, "actor", m[6], "queue", ARGV[5],
+                          "error", "TaskPurged: " .. text}, now, ttl_ms, 0)  -- trimmed once, below
         failed[#failed + 1] = message_id
     end
 end

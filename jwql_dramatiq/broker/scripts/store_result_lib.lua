@@ -1,6 +1,6 @@
 -- store_result_lib: the body of store_result.lua as a function, store_result(keys, argv), with
 -- keys and argv laid out as that script's KEYS and ARGV (see its header). Prepended by the loader
--- to store_result.lua and finish.lua; it runs nothing on its own.
+-- to store_result.lua, finish.lua and purge.lua; it runs nothing on its own.
 local function store_result(keys, argv)
     if argv[4] ~= "1" then
         if redis.call("zscore", keys[2], argv[1]) then

@@ -1,4 +1,4 @@
--- task_state_lib: the task-state write shared by task_state.lua, enqueue.lua and finish.lua
+-- task_state_lib: the task-state write shared by task_state.lua, enqueue.lua, finish.lua and purge.lua
 -- (prepended to each by the loader, jwql_dramatiq.lua.LuaScript's ``includes``; it runs nothing on
 -- its own).
 --
