@@ -80,6 +80,17 @@ def described_arguments(message) -> dict[str, str]:
             "arguments": text}
 
 
+def add_to_final_state(message, fields: dict[str, Any]) -> None:
+    """Have ``fields`` recorded with the final state of ``message`` (a :class:`dramatiq.MessageProxy`
+    being processed), in that write's round trip rather than one of their own: the executor's
+    figures of a task's last attempt (its memory peak, its attempts)."""
+    message.final_state_fields = {**(getattr(message, "final_state_fields", None) or {}), **fields}
+
+
+def _final_state_fields(message) -> dict[str, Any]:
+    return getattr(message, "final_state_fields", None) or {}
+
+
 def index_key(namespace: str) -> str:
     """The sorted set of recent task ids."""
     return f"{namespace}:tasks"
@@ -356,7 +367,8 @@ class TaskStates(Middleware):
             self.tasks_done += 1
             worker_fields = {**self.control.record_fields(done=True), "tasks_done": self.tasks_done}
         if exception is None:
-            call = self._call(message, worker_fields, state=SUCCEEDED, finished_at=time.time())
+            call = self._call(message, worker_fields, state=SUCCEEDED, finished_at=time.time(),
+                              **_final_state_fields(message))
             if not defer_write(message, TASK_STATE, *call):  # with the ack, in its round trip
                 self._run(broker, call)
         else:
@@ -376,4 +388,5 @@ class TaskStates(Middleware):
             exn = describe_exception(exception)
             error = f"{exn['type']}: {exn['msg']}"
             state = REVOKED if exn["type"] == "TaskRevoked" else FAILED
-        self._write(broker, message, self._take_pending(message), state=state, finished_at=time.time(), error=error)
+        self._write(broker, message, self._take_pending(message), state=state, finished_at=time.time(), error=error,
+                    **_final_state_fields(message))

@@ -89,14 +89,17 @@ class Executor:
         How task memory is limited and measured: a cgroup per child where the host allows one
         (``auto``), or polling the tree's PSS (``poll``).
     on_progress : callable, optional
-        ``on_progress(message_id, fields)``: called as attempts start and end, with the fields
-        ``attempt``, ``max_cores``, ``memory_peak_mib``, ``memory_method`` and ``attempts``
-        (for the task's recorded state). Errors it raises are logged and ignored.
+        ``on_progress(message_id, fields, final)``: called as attempts end, and as they start from
+        the second on (a first attempt is what "running" already says), with the fields
+        ``attempt``, ``max_cores``, ``memory_peak_mib``, ``memory_method`` and ``attempts`` (for
+        the task's recorded state). ``final`` is True for the last call of a task, after its
+        last attempt, when the fields can wait for the task's final state (one round trip fewer).
+        Errors it raises are logged and ignored.
     """
 
     def __init__(self, *, max_tasks_per_child: int, time_limit_for, memory_limit_mib: float = 0.0,
                  preload_modules: list[str] | None = None, warm_up: bool = False, work_dir: str = "/tmp",
-                 memory_method: str = "auto", on_progress: Callable[[str, dict[str, Any]], None] | None = None) -> None:
+                 memory_method: str = "auto", on_progress: Callable[[str, dict[str, Any], bool], None] | None = None) -> None:
         self.max_tasks_per_child = max(1, max_tasks_per_child)
         self.time_limit_for = time_limit_for
         self.memory_limit_mib = memory_limit_mib
@@ -288,12 +291,13 @@ class Executor:
         while True:
             attempt = Attempt(len(attempts) + 1, max_cores=cores)
             attempts.append(attempt)
-            self._progress(message_id, attempt=attempt.attempt, max_cores=cores or "")
+            if attempt.attempt > 1:  # shown live: a retry with fewer cores
+                self._progress(message_id, False, attempt=attempt.attempt, max_cores=cores or "")
             try:
                 kind, payload, stats = self._run_attempt(actor_name, args, kwargs, context, deadline, attempt)
             except MemoryKill as kill:
                 attempt.outcome = f"killed by {kill.by}"
-                self._record(message_id, attempts, {"elapsed_s": None, "peak_rss_mib": None})
+                self._record(message_id, attempts, {"elapsed_s": None, "peak_rss_mib": None}, final=False)
                 cores = retry_cores(attempt)
                 if cores is None or time.monotonic() >= deadline:
                     raise MemoryLimitExceeded(memory_failure_text(actor_name, message_id, self.memory_limit_mib,
@@ -302,7 +306,7 @@ class Executor:
                                message_id, actor_name, attempt.words(), cores)
                 continue
             attempt.outcome = kind
-            self._record(message_id, attempts, stats)
+            self._record(message_id, attempts, stats, final=True)
             logger.info("Task %s (%s) finished in child %d: %.3f s, peak %.1f MiB for its process tree (%s), "
                         "attempt %d.", message_id, actor_name, attempt.pid, stats["elapsed_s"],
                         attempt.memory_peak_mib, attempt.memory_method, attempt.attempt)
@@ -310,20 +314,20 @@ class Executor:
                 return payload
             raise TaskResultFailure(payload["type"], payload["msg"], payload["traceback"], message_id)
 
-    def _record(self, message_id: str | None, attempts: list[Attempt], stats: dict[str, Any]) -> None:
+    def _record(self, message_id: str | None, attempts: list[Attempt], stats: dict[str, Any], final: bool) -> None:
         last = attempts[-1]
         self.last_stats = {**stats, "memory_peak_mib": round(last.memory_peak_mib, 1),
                            "memory_method": last.memory_method, "attempt": last.attempt,
                            "max_cores": last.max_cores, "attempts": [a.summary() for a in attempts]}
-        self._progress(message_id, attempt=last.attempt, max_cores=last.max_cores or "",
+        self._progress(message_id, final, attempt=last.attempt, max_cores=last.max_cores or "",
                        memory_peak_mib=round(max(a.memory_peak_mib for a in attempts), 1),
                        memory_method=last.memory_method, attempts=[a.summary() for a in attempts])
 
-    def _progress(self, message_id: str | None, **fields: Any) -> None:
+    def _progress(self, message_id: str | None, final: bool, **fields: Any) -> None:
         if self.on_progress is None or message_id is None:
             return
         try:
-            self.on_progress(message_id, fields)
+            self.on_progress(message_id, fields, final)
         except Exception:
             logger.exception("Could not record the progress of task %s", message_id)
 
