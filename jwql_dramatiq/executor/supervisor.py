@@ -99,7 +99,8 @@ class Executor:
 
     def __init__(self, *, max_tasks_per_child: int, time_limit_for, memory_limit_mib: float = 0.0,
                  preload_modules: list[str] | None = None, warm_up: bool = False, work_dir: str = "/tmp",
-                 memory_method: str = "auto", on_progress: Callable[[str, dict[str, Any], bool], None] | None = None) -> None:
+                 memory_method: str = "auto",
+                 on_progress: Callable[[str, dict[str, Any], bool], None] | None = None) -> None:
         self.max_tasks_per_child = max(1, max_tasks_per_child)
         self.time_limit_for = time_limit_for
         self.memory_limit_mib = memory_limit_mib
