@@ -3,11 +3,14 @@
 A :class:`dramatiq.MessageProxy` is a plain object: the worker hands the same proxy to every hook
 and then to the consumer, so attributes set on it travel with it. This module names them:
 ``failure`` (the exception it failed with), ``deferred_writes`` (script runs that go with the
-ack, in its round trip), and how the Results middleware treats it. It imports nothing of this
+ack, in its round trip), ``final_state_fields`` (fields that go with its final state), and how
+the Results middleware treats it. It imports nothing of this
 package, so the consumer, the results backend and the task states can all use it.
 """
 
 from __future__ import annotations
+
+from typing import Any
 
 from dramatiq.middleware import Middleware
 from dramatiq.results import Results
@@ -39,6 +42,18 @@ def defer_write(message, script, keys: list, args: list) -> bool:
         return False
     writes.append((script, keys, args))
     return True
+
+
+def add_final_state_fields(message, fields: dict[str, Any]) -> None:
+    """Have ``fields`` recorded with ``message``'s final state, in that write's round trip rather
+    than one of their own: the executor's figures of a task's last attempt (its memory peak, its
+    attempts). The task-state middleware reads them with :func:`final_state_fields_of`."""
+    message.final_state_fields = {**final_state_fields_of(message), **fields}
+
+
+def final_state_fields_of(message) -> dict[str, Any]:
+    """The fields to record with ``message``'s final state (see :func:`add_final_state_fields`)."""
+    return getattr(message, "final_state_fields", None) or {}
 
 
 def failure_of(message) -> BaseException | None:

@@ -80,17 +80,6 @@ def described_arguments(message) -> dict[str, str]:
             "arguments": text}
 
 
-def add_to_final_state(message, fields: dict[str, Any]) -> None:
-    """Have ``fields`` recorded with the final state of ``message`` (a :class:`dramatiq.MessageProxy`
-    being processed), in that write's round trip rather than one of their own: the executor's
-    figures of a task's last attempt (its memory peak, its attempts)."""
-    message.final_state_fields = {**(getattr(message, "final_state_fields", None) or {}), **fields}
-
-
-def _final_state_fields(message) -> dict[str, Any]:
-    return getattr(message, "final_state_fields", None) or {}
-
-
 def index_key(namespace: str) -> str:
     """The sorted set of recent task ids."""
     return f"{namespace}:tasks"
@@ -359,7 +348,7 @@ class TaskStates(Middleware):
             raise SkipMessage(f"message {message.message_id} was revoked")
 
     def after_process_message(self, broker, message, *, result=None, exception=None) -> None:  # noqa: D102
-        from .marks import defer_write
+        from .marks import defer_write, final_state_fields_of
 
         worker_fields = None
         if self.control is not None:
@@ -368,7 +357,7 @@ class TaskStates(Middleware):
             worker_fields = {**self.control.record_fields(done=True), "tasks_done": self.tasks_done}
         if exception is None:
             call = self._call(message, worker_fields, state=SUCCEEDED, finished_at=time.time(),
-                              **_final_state_fields(message))
+                              **final_state_fields_of(message))
             if not defer_write(message, TASK_STATE, *call):  # with the ack, in its round trip
                 self._run(broker, call)
         else:
@@ -379,7 +368,7 @@ class TaskStates(Middleware):
     def after_nack(self, broker, message) -> None:  # noqa: D102
         from .results import describe_exception
 
-        from .marks import failure_of
+        from .marks import failure_of, final_state_fields_of
 
         exception = failure_of(message)
         error = "message rejected"
@@ -389,4 +378,4 @@ class TaskStates(Middleware):
             error = f"{exn['type']}: {exn['msg']}"
             state = REVOKED if exn["type"] == "TaskRevoked" else FAILED
         self._write(broker, message, self._take_pending(message), state=state, finished_at=time.time(), error=error,
-                    **_final_state_fields(message))
+                    **final_state_fields_of(message))

@@ -213,19 +213,20 @@ def _progress_recorder(broker):
     """``on_progress`` for the executor: attempt, cores and memory peak go into the task's state.
 
     A task's last figures go with its final state, in the round trip of its ack
-    (:func:`~jwql_dramatiq.broker.states.add_to_final_state`); those of an attempt killed for
+    (:func:`~jwql_dramatiq.broker.marks.add_final_state_fields`); those of an attempt killed for
     memory, and a retry's start, are written at once, for operators to see while it runs.
     """
     from dramatiq.middleware import CurrentMessage
 
-    from ..broker.states import add_to_final_state, write_state
+    from ..broker.marks import add_final_state_fields
+    from ..broker.states import write_state
 
     namespace, ttl_ms = broker.jwql_config.namespace, int(broker.jwql_config.result_ttl_s * 1000)
 
     def record(message_id: str, fields: dict, final: bool) -> None:
         message = CurrentMessage.get_current_message()
         if final and message is not None and message.message_id == message_id:
-            add_to_final_state(message, fields)
+            add_final_state_fields(message, fields)
         else:
             write_state(broker.client, namespace, message_id, ttl_ms, mode="guard", **fields)
 
