@@ -36,8 +36,8 @@ def machine_cpu_s() -> float:
     return (sum(fields) - fields[3] - fields[4]) / CLOCK_TICKS_PER_S
 
 
-def group_cpu_s(group_ids: set[int]) -> dict[int, tuple[str, float, float]]:
-    """pid -> (role, own CPU s, reaped children's CPU s) of every process in the process groups."""
+def group_cpu_s(group_ids: set[int]) -> dict[int, tuple[float, float]]:
+    """pid -> (own CPU s, reaped children's CPU s) of every process in the process groups."""
     found = {}
     for name in os.listdir("/proc"):
         if not name.isdigit():
@@ -51,7 +51,7 @@ def group_cpu_s(group_ids: set[int]) -> dict[int, tuple[str, float, float]]:
         if int(fields[2]) in group_ids:
             own = (int(fields[11]) + int(fields[12])) / CLOCK_TICKS_PER_S
             reaped = (int(fields[13]) + int(fields[14])) / CLOCK_TICKS_PER_S
-            found[int(name)] = (int(fields[1]), own, reaped)
+            found[int(name)] = (own, reaped)
     return found
 
 
@@ -99,8 +99,8 @@ def run_variant(kind: str, tasks: int, root: Path) -> dict:
     # The worker's processes in start order: the dramatiq parent, its worker, then the fork server.
     per_process = []
     for pid in sorted(after):
-        _, own0, reaped0 = before.get(pid, (0, 0.0, 0.0))
-        _, own, reaped = after[pid]
+        own0, reaped0 = before.get(pid, (0.0, 0.0))
+        own, reaped = after[pid]
         per_process.append(((own - own0) / tasks * 1e3, (reaped - reaped0) / tasks * 1e3))
     return {"throughput": tasks / drain_s, "machine_ms": machine_s / tasks * 1e3, "per_process": per_process}
 

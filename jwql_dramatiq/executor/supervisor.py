@@ -293,7 +293,7 @@ class Executor:
             attempt = Attempt(len(attempts) + 1, max_cores=cores)
             attempts.append(attempt)
             if attempt.attempt > 1:  # shown live: a retry with fewer cores
-                self._progress(message_id, False, attempt=attempt.attempt, max_cores=cores or "")
+                self._progress(message_id, final=False, attempt=attempt.attempt, max_cores=cores or "")
             try:
                 kind, payload, stats = self._run_attempt(actor_name, args, kwargs, context, deadline, attempt)
             except MemoryKill as kill:
@@ -320,11 +320,11 @@ class Executor:
         self.last_stats = {**stats, "memory_peak_mib": round(last.memory_peak_mib, 1),
                            "memory_method": last.memory_method, "attempt": last.attempt,
                            "max_cores": last.max_cores, "attempts": [a.summary() for a in attempts]}
-        self._progress(message_id, final, attempt=last.attempt, max_cores=last.max_cores or "",
+        self._progress(message_id, final=final, attempt=last.attempt, max_cores=last.max_cores or "",
                        memory_peak_mib=round(max(a.memory_peak_mib for a in attempts), 1),
                        memory_method=last.memory_method, attempts=[a.summary() for a in attempts])
 
-    def _progress(self, message_id: str | None, final: bool, **fields: Any) -> None:
+    def _progress(self, message_id: str | None, *, final: bool, **fields: Any) -> None:
         if self.on_progress is None or message_id is None:
             return
         try:
