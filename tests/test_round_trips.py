@@ -1,13 +1,17 @@
 """Redis round trips and commands per task, on a private Redis: a send, and a worker's share of a task.
 
 Round trips are counted on the client's own connections (each request, a single command or a whole
-pipeline, is one send); commands are counted by the server (``MONITOR``), per client address.
+pipeline, is one send): in this process by a connection class, in a real worker's processes by
+``tests/request_counter/sitecustomize.py``. Commands are counted by the server (``MONITOR``), per
+client address.
 """
 
 from __future__ import annotations
 
+import os
 import threading
 import time
+from pathlib import Path
 
 import dramatiq
 import pytest
@@ -16,6 +20,7 @@ import redis
 from tests.conftest import wait_for
 
 N_TASKS = 100
+REQUEST_COUNTER = Path(__file__).resolve().parent / "request_counter"
 IDLE_POLL_S = 2.0
 
 
@@ -55,8 +60,8 @@ class Monitor:
 
     def __init__(self, url: str) -> None:
         self.client = redis.Redis.from_url(url)
-        self.commands: list[tuple[str, str]] = []  # (client address, or "lua" inside a script; command name)
-        self.raw: list[tuple[str, str]] = []  # (client address, the whole command)
+        self.commands: list[tuple[str, str]] = []  # (client host:port, or "lua" inside a script; command name)
+        self.raw: list[tuple[str, str]] = []  # (client host:port, the whole command)
         self._ready = threading.Event()
         self._stop = False
         self._thread = threading.Thread(target=self._run, daemon=True)
@@ -71,8 +76,11 @@ class Monitor:
                     event = monitor.next_command()
                 except redis.TimeoutError:  # a quiet spell longer than the socket timeout
                     continue
-                self.commands.append((event["client_address"], event["command"].split()[0].lower()))
-                self.raw.append((event["client_address"], event["command"]))
+                address = event["client_address"]
+                if event.get("client_port"):
+                    address = f"{address}:{event['client_port']}"
+                self.commands.append((address, event["command"].split()[0].lower()))
+                self.raw.append((address, event["command"]))
 
     def close(self, poke: redis.Redis) -> None:
         self._stop = True
@@ -142,6 +150,39 @@ def test_a_send_is_one_round_trip_and_a_worker_needs_at_most_three_per_task(make
     assert "keys" not in commands
     sender.close()
     worker_broker.close()
+
+
+@pytest.mark.timeout(120)
+def test_a_fresh_child_worker_needs_at_most_three_round_trips_per_task(make_config, redis_client, start_worker, tmp_path):
+    # Given: a real worker (the dramatiq command line) running each task in a fresh child, whose
+    # processes log each request they send to Redis (tests/request_counter/sitecustomize.py)
+    from tests import actors_for_tests as t
+
+    request_log = tmp_path / "requests.log"
+    python_path = os.pathsep.join(filter(None, [str(REQUEST_COUNTER), os.environ.get("PYTHONPATH")]))
+    config = make_config(idle_poll_ms=int(IDLE_POLL_S * 1000), max_tasks_per_child=1)
+    sender = _broker(config, SenderConnection)
+    dramatiq.set_broker(sender)
+    sent = [t.record_span.send(0) for _ in range(N_TASKS)]
+
+    # When: it drains N tasks, one fresh child each
+    start_worker(config, env={"PYTHONPATH": python_path, "JWQL_TEST_REQUEST_LOG": str(request_log)})
+    # (the first task also opens the worker's connections: counted from its result on)
+    sender.results_backend.get_result(sent[0], block=True, timeout=60_000)
+    started_at = time.monotonic()
+    for message in sent[1:]:
+        sender.results_backend.get_result(message, block=True, timeout=60_000)
+    ended_at = time.monotonic()
+
+    # Then: its processes sent at most 3 requests per task (fetch, start, finish) beside their idle
+    # polls and heartbeats: each of the two consumers makes at most two per idle_poll_ms
+    times_s = [float(line.split()[0]) for line in request_log.read_text().splitlines()]
+    assert times_s, "the worker logged no request: was tests/request_counter on its PYTHONPATH?"
+    requests = sum(started_at <= at_s <= ended_at for at_s in times_s) / (N_TASKS - 1)
+    idle_requests = 2 * 2 * ((ended_at - started_at) / IDLE_POLL_S + 2)
+    print(f"\nfresh-child worker: {requests:.2f} round trips per task over {ended_at - started_at:.1f} s")
+    assert requests <= 3 + idle_requests / (N_TASKS - 1), f"{requests:.2f} round trips per task"
+    sender.close()
 
 
 @pytest.mark.timeout(60)
