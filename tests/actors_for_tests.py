@@ -85,6 +85,17 @@ def count_then_sleep_in_c(counter_key: str, seconds: float) -> int:
     return int(runs)
 
 
+@actor(max_retries=1, min_backoff=3000, max_backoff=3000)
+def fail_first_run(counter_key: str) -> int:
+    """INCR ``counter_key`` in the worker's Redis; raise on the first run (retried once, 3 s later)."""
+    from jwql_dramatiq.connection import get_redis
+
+    runs = int(get_redis().incr(counter_key))
+    if runs == 1:
+        raise ValueError("the first run fails")
+    return runs
+
+
 @actor
 def fail_after(seconds: float, text: str) -> None:
     """Sleep ``seconds``, then raise ``ValueError(text)`` (a failure slow enough to be seen running)."""

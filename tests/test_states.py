@@ -201,6 +201,29 @@ def test_a_retried_task_goes_back_to_scheduled_never_through_failed(broker):
     assert seen.index("scheduled") > seen.index("running"), seen
 
 
+@pytest.mark.timeout(90)
+def test_a_retried_failure_keeps_its_attempt_figures_until_the_retry_runs(make_config, start_worker, broker):
+    # Given a real worker (a fresh child per task) and an actor that fails once, retried 3 s later
+    from tests.actors_for_tests import fail_first_run
+
+    start_worker(make_config())
+    # When it fails its first run
+    message = fail_first_run.send("runs:fail_first_run")
+
+    def retry_waiting():
+        state = get_task_state(message.message_id, broker.client, NS)
+        return state if state is not None and state.state == "scheduled" else None
+
+    # Then while the retry waits, the state shows the failed attempt's memory peak and its method
+    waiting = wait_for(retry_waiting, 30, "the retry to be scheduled")
+    assert float(waiting.details["memory_peak_mib"]) > 0, waiting.details
+    assert waiting.details.get("memory_method"), waiting.details
+    # And the retry runs, and its own figures go with the final state
+    assert message.get_result(block=True, timeout=30_000) == 2
+    final = wait_for(lambda: get_task_state(message.message_id, broker.client, NS), 5, "the final state")
+    assert final.state == "succeeded" and float(final.details["memory_peak_mib"]) > 0, final.details
+
+
 def test_a_first_send_records_the_whole_queued_state_in_its_own_script(broker, monkeypatch):
     # Given the monitor's broker, an index trimmed on every first send, and one task already listed
     from tests.actors_for_tests import fail_with

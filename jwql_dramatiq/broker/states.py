@@ -263,7 +263,8 @@ class TaskStates(Middleware):
         #: The worker's :class:`~jwql_dramatiq.broker.control.WorkerControl`, set when a worker boots.
         self.control = None
         self.tasks_done = 0
-        # Worker-record fields of a failed run, written with the nack or the retry's enqueue.
+        # A failed run's worker-record fields and last-attempt figures (the executor's), written with
+        # the nack or the retry's enqueue.
         self._pending = threading.local()
         self._first_enqueues = 0  # racy across threads, harmlessly: it only spaces the index trims
 
@@ -284,12 +285,12 @@ class TaskStates(Middleware):
         return state_call(self.namespace, message.message_id, self.ttl_ms, also=also, mode=mode,
                           actor=message.actor_name, queue=q_name(message.queue_name), **fields)
 
-    def _take_pending(self, message) -> dict[str, Any] | None:
+    def _take_pending(self, message) -> tuple[dict[str, Any] | None, dict[str, Any]]:
         pending = getattr(self._pending, "value", None)
         if pending is not None and pending[0] == message.message_id:
             self._pending.value = None
-            return pending[1]
-        return None
+            return pending[1], pending[2]
+        return None, {}
 
     def enqueue_state(self, broker, message, delay) -> tuple[list[Any], list[Any]]:
         """The "queued" (or "scheduled") state write that the broker's enqueue script makes in the
@@ -298,10 +299,11 @@ class TaskStates(Middleware):
         A delayed message is enqueued twice: on its delay queue, then on its queue when due. A
         failed run that Retries sends again arrives here too, with its worker's fields pending.
         """
-        return self._call(message, self._take_pending(message), mode="enqueue", state=SCHEDULED if delay else QUEUED,
+        worker_fields, attempt_fields = self._take_pending(message)
+        return self._call(message, worker_fields, mode="enqueue", state=SCHEDULED if delay else QUEUED,
                           eta=message.options.get("eta") if delay else None,
                           redis_id=message.options.get("redis_message_id"), enqueued_at=time.time(),
-                          **described_arguments(message))
+                          **described_arguments(message), **attempt_fields)
 
     def first_enqueue_state(self, message, delay) -> tuple[list[Any], list[Any]]:
         """The state write of a message's first enqueue, which ``enqueue.lua`` makes unread ("new"):
@@ -362,8 +364,9 @@ class TaskStates(Middleware):
                 self._run(broker, call)
         else:
             # Retries decides after this hook whether the message fails (after_nack) or runs again
-            # (after_enqueue): record the outcome there, with this worker's fields.
-            self._pending.value = (message.message_id, worker_fields or {})
+            # (after_enqueue): record the outcome there, with this worker's fields and, on a retry's
+            # "queued", the failed attempt's figures (the message there is a copy without them).
+            self._pending.value = (message.message_id, worker_fields or {}, final_state_fields_of(message))
 
     def after_nack(self, broker, message) -> None:  # noqa: D102
         from .results import describe_exception
@@ -377,5 +380,6 @@ class TaskStates(Middleware):
             exn = describe_exception(exception)
             error = f"{exn['type']}: {exn['msg']}"
             state = REVOKED if exn["type"] == "TaskRevoked" else FAILED
-        self._write(broker, message, self._take_pending(message), state=state, finished_at=time.time(), error=error,
+        worker_fields, _ = self._take_pending(message)  # (the attempt's figures are still on the message)
+        self._write(broker, message, worker_fields, state=state, finished_at=time.time(), error=error,
                     **final_state_fields_of(message))
