@@ -22,6 +22,7 @@ from .states import QUEUED, SCHEDULED, task_key
 
 #: How long dead-lettered messages are kept, in ms (Dramatiq's default: 7 days).
 DEAD_MESSAGE_TTL_MS = 7 * 86_400_000
+_NOT_LOOKED_UP = object()  # the broker's state recorder before its first send looks it up
 
 
 class JwqlRedisBroker(dramatiq.Broker):
@@ -69,8 +70,7 @@ class JwqlRedisBroker(dramatiq.Broker):
         # Looked up once per send otherwise: (queue name, priority) -> enqueue.lua's first 4 KEYS,
         # and the middleware that records states (reset by add_middleware).
         self._enqueue_keys: dict[tuple[str, int], list[str]] = {}
-        self._recorder: Any = None
-        self._recorder_found = False
+        self._recorder: Any = _NOT_LOOKED_UP
         self._as_error = _UnavailableAsError(self)
 
     # -- dramatiq.Broker ---------------------------------------------------------------------------
@@ -78,7 +78,7 @@ class JwqlRedisBroker(dramatiq.Broker):
     def add_middleware(self, middleware, *, before=None, after=None) -> None:
         """Add ``middleware`` as :meth:`dramatiq.Broker.add_middleware` does (and look up the state recorder again)."""
         super().add_middleware(middleware, before=before, after=after)
-        self._recorder_found = False
+        self._recorder = _NOT_LOOKED_UP
 
     def consume(self, queue_name: str, prefetch: int = 1, timeout: int = 5000) -> WakingConsumer:
         """A consumer of ``queue_name`` holding at most ``prefetch`` messages (``timeout`` is unused:
@@ -147,10 +147,9 @@ class JwqlRedisBroker(dramatiq.Broker):
         # The task's "queued" state, written by the same script. A first send writes it unread,
         # except under WAIT: a send that raised ReplicaTimeout may be repeated, and must not undo
         # what a worker recorded meanwhile.
-        if not self._recorder_found:
-            self._recorder = next((m for m in self.middleware if hasattr(m, "enqueue_state")), None)
-            self._recorder_found = True
         recorder = self._recorder
+        if recorder is _NOT_LOOKED_UP:
+            recorder = self._recorder = next((m for m in self.middleware if hasattr(m, "enqueue_state")), None)
         if recorder is not None:
             if unsent and replicas == 0 and hasattr(recorder, "first_enqueue_state"):
                 state_keys, state_args = recorder.first_enqueue_state(message, delay)
