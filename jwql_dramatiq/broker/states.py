@@ -297,7 +297,8 @@ class TaskStates(Middleware):
         send's own round trip: ``task_state.lua``'s KEYS and ARGV.
 
         A delayed message is enqueued twice: on its delay queue, then on its queue when due. A
-        failed run that Retries sends again arrives here too, with its worker's fields pending.
+        failed run that Retries sends again arrives here too, with its worker's fields and its
+        attempt's figures pending.
         """
         worker_fields, attempt_fields = self._take_pending(message)
         return self._call(message, worker_fields, mode="enqueue", state=SCHEDULED if delay else QUEUED,
