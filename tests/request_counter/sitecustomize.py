@@ -3,7 +3,7 @@
 Python imports ``sitecustomize`` at start-up from the first folder on its path that holds one. A
 test that puts this folder on ``PYTHONPATH`` and names a file in ``$JWQL_TEST_REQUEST_LOG`` makes
 every process of the worker (the dramatiq parent, its worker process, the fork server and the
-task children) append one line, ``<CLOCK_MONOTONIC s> <pid>``, per request it sends to Redis: a
+task children) append one line, its ``CLOCK_MONOTONIC`` time in s, per request it sends to Redis: a
 command, or a whole pipeline, as redis-py sends each in one ``send_packed_command``. The call then
 goes on unchanged. Without the variable, nothing is patched.
 """
@@ -20,7 +20,7 @@ if _LOG_PATH:
 
     def _counting_send_packed_command(self, command, check_health=True):
         with open(_LOG_PATH, "a") as log:  # one short append per request: lines never interleave
-            log.write(f"{time.monotonic()} {os.getpid()}\n")
+            log.write(f"{time.monotonic()}\n")
         return _send_packed_command(self, command, check_health)
 
     redis.connection.AbstractConnection.send_packed_command = _counting_send_packed_command
