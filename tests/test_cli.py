@@ -476,8 +476,13 @@ def test_worker_command_detached_and_in_the_foreground(broker, make_config, tmp_
         # A task's log lines reach the host's log file with the task id and the actor name
         message = t.log_lines.send(2)
         assert message.get_result(block=True, timeout=10_000) == 2
-        lines = wait_for(lambda: [line for line in log_path.read_text().splitlines()
-                                  if "task log line" in line], 10, "the task's log lines")
+        # (Dramatiq's main process copies its worker process's log pipe into the file: a line may land
+        # there after the task's result)
+        def task_lines() -> list[str] | None:
+            found = [line for line in log_path.read_text().splitlines() if "task log line" in line]
+            return found if len(found) >= 2 else None
+
+        lines = wait_for(task_lines, 10, "both of the task's log lines")
         assert len(lines) == 2 and all(f"[{message.message_id}] [log_lines]" in line for line in lines)
 
         # shutdown (the console script) stops it; the pid file goes with it
