@@ -183,7 +183,7 @@ def staged_then_die(transfer_dir: str, short_name: str, where: str) -> None:
     """
     from pathlib import Path
 
-    from jwql_dramatiq.actors.pipeline import _run_fenced
+    from jwql_dramatiq.actors.fenced import run_fenced
 
     class DieWhenRenamed(os.PathLike):
         """A staged path that kills the process the second time it is used (the rename)."""
@@ -207,4 +207,4 @@ def staged_then_die(transfer_dir: str, short_name: str, where: str) -> None:
 
     Path(transfer_dir, "incoming").mkdir(parents=True, exist_ok=True)
     Path(transfer_dir, "incoming", f"{short_name}_uncal.fits").write_text("input")
-    _run_fenced("staged_then_die", f"{short_name}_uncal.fits", short_name, run)
+    run_fenced("staged_then_die", f"{short_name}_uncal.fits", short_name, run)

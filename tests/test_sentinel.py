@@ -111,7 +111,7 @@ def test_a_publish_claim_no_replica_confirms_renames_nothing(tmp_path, cluster):
     from dramatiq.message import Message
     from dramatiq.middleware import CurrentMessage
 
-    from jwql_dramatiq.actors import pipeline as fenced
+    from jwql_dramatiq.actors import fenced
     from jwql_dramatiq.broker import setup_broker
 
     short = "jw01234001001_01101_00001_nrca1"
@@ -133,7 +133,7 @@ def test_a_publish_claim_no_replica_confirms_renames_nothing(tmp_path, cluster):
     try:
         # When it publishes: no replica confirms its claim
         with pytest.raises(RedisUnavailable, match="publish claim"):
-            fenced._run_fenced("run_calwebb_detector1", f"{short}_uncal.fits", short, run)
+            fenced.run_fenced("run_calwebb_detector1", f"{short}_uncal.fits", short, run)
     finally:
         current.after_process_message(broker, message)
         broker.close()

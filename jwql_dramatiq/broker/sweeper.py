@@ -15,7 +15,7 @@ as long as one worker lives.
 
 A worker that was only cut off (a network partition longer than the heartbeat timeout) is
 treated as dead: its message runs again elsewhere. Delivery stays at least once; the pipeline
-actors' fencing (:mod:`jwql_dramatiq.actors.pipeline`) keeps such a late run from publishing.
+actors' fencing (:mod:`jwql_dramatiq.actors.fenced`) keeps such a late run from publishing.
 
 The thread survives Redis restarts and partitions: a failed pass is logged (once per outage)
 and retried at the next interval.

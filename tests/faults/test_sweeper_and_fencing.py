@@ -2,7 +2,7 @@
 
 - The sweeper's Lua pass (:mod:`jwql_dramatiq.broker.sweeper`): which messages it requeues, whose, and
   what it leaves alone.
-- The pipeline actors' fenced publish (:mod:`jwql_dramatiq.actors.pipeline`), with the other
+- The pipeline actors' fenced publish (:mod:`jwql_dramatiq.actors.fenced`), with the other
   run of a message simulated at each point where it can overtake this one.
 """
 
@@ -17,7 +17,7 @@ from dramatiq.common import current_millis
 from dramatiq.message import Message
 from dramatiq.middleware import CurrentMessage
 
-from jwql_dramatiq.actors import pipeline as fenced
+from jwql_dramatiq.actors import fenced
 from jwql_dramatiq.broker import setup_broker
 from jwql_dramatiq.config import load_config
 from jwql_dramatiq.locks import lock
@@ -137,7 +137,7 @@ def _other_run(broker, message_id: str | None, text: str, outgoing: Path) -> int
 
 def test_a_run_publishes_once_and_a_redelivery_returns_its_result(job):
     broker, message, outgoing = job
-    result = fenced._run_fenced("run_calwebb_detector1", f"{SHORT}_uncal.fits", SHORT, _product_run("first"))
+    result = fenced.run_fenced("run_calwebb_detector1", f"{SHORT}_uncal.fits", SHORT, _product_run("first"))
     assert result == {"rate": str(outgoing / f"{SHORT}_rate.fits")}
     assert (outgoing / f"{SHORT}_rate.fits").read_text() == "first"
     assert [p.name for p in outgoing.iterdir()] == [f"{SHORT}_rate.fits"]  # no staging left
@@ -147,7 +147,7 @@ def test_a_run_publishes_once_and_a_redelivery_returns_its_result(job):
     def must_not_run(*args):
         raise AssertionError("a redelivered, already published message ran again")
 
-    assert fenced._run_fenced("run_calwebb_detector1", f"{SHORT}_uncal.fits", SHORT, must_not_run) == result
+    assert fenced.run_fenced("run_calwebb_detector1", f"{SHORT}_uncal.fits", SHORT, must_not_run) == result
     assert (outgoing / f"{SHORT}_rate.fits").read_text() == "first"
 
 
@@ -155,7 +155,7 @@ def test_a_run_overtaken_by_a_redelivery_of_its_message_publishes_nothing(job):
     broker, message, outgoing = job
     fences = []
     run = _product_run("late", during=lambda: fences.append(_other_run(broker, message.message_id, "winner", outgoing)))
-    result = fenced._run_fenced("run_calwebb_detector1", f"{SHORT}_uncal.fits", SHORT, run)
+    result = fenced.run_fenced("run_calwebb_detector1", f"{SHORT}_uncal.fits", SHORT, run)
     assert (outgoing / f"{SHORT}_rate.fits").read_text() == "winner"
     assert result == {"rate": str(outgoing / f"{SHORT}_rate.fits")}
     assert [p.name for p in outgoing.iterdir()] == [f"{SHORT}_rate.fits"]
@@ -165,7 +165,7 @@ def test_a_run_overtaken_by_a_redelivery_of_its_message_publishes_nothing(job):
 def test_a_run_whose_lease_lapsed_with_nobody_else_publishes_under_a_new_token(job):
     broker, message, outgoing = job
     run = _product_run("mine", during=lambda: broker.client.delete(f"{NS}:lock:job:{SHORT}"))
-    fenced._run_fenced("run_calwebb_detector1", f"{SHORT}_uncal.fits", SHORT, run)
+    fenced.run_fenced("run_calwebb_detector1", f"{SHORT}_uncal.fits", SHORT, run)
     assert (outgoing / f"{SHORT}_rate.fits").read_text() == "mine"
     assert json.loads(broker.client.get(fenced.published_key(NS, message.message_id)))["fence"] == 2
 
@@ -174,7 +174,7 @@ def test_a_run_overtaken_by_a_newer_job_of_the_same_name_is_superseded(job):
     broker, message, outgoing = job
     run = _product_run("older", during=lambda: _other_run(broker, None, "newer job", outgoing))
     with pytest.raises(fenced.JobSuperseded, match="published by a newer run"):
-        fenced._run_fenced("run_calwebb_detector1", f"{SHORT}_uncal.fits", SHORT, run)
+        fenced.run_fenced("run_calwebb_detector1", f"{SHORT}_uncal.fits", SHORT, run)
     assert (outgoing / f"{SHORT}_rate.fits").read_text() == "newer job"
     assert [p.name for p in outgoing.iterdir()] == [f"{SHORT}_rate.fits"]
     assert broker.client.get(fenced.published_key(NS, message.message_id)) is None
