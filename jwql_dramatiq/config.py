@@ -7,7 +7,8 @@ point this server at the config file it already has.
 
 Any scalar key can be overridden from the environment as ``JWQL_DRAMATIQ_<KEY IN CAPITALS>``,
 for example ``JWQL_DRAMATIQ_REDIS_PORT=6380``, and so can ``redis_sentinels``, as comma-separated
-``host:port`` entries (:data:`ENV_LIST_KEYS`); see :data:`ENV_PREFIX`. Nothing here runs at
+``host:port`` entries (:data:`jwql_dramatiq.config_schema.ENV_LIST_KEYS`); see :data:`ENV_PREFIX`.
+Each key's types and checks are in :mod:`jwql_dramatiq.config_schema`. Nothing here runs at
 import time: call :func:`load_config`.
 """
 
@@ -24,7 +25,8 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import quote, urlsplit
 
-from .errors import BadInput, ConfigError
+from .config_schema import ENV_KEYS, SCHEMA, from_env, type_names
+from .errors import ConfigError
 
 logger = logging.getLogger(__name__)
 #: Environment variable naming the config file.
@@ -160,167 +162,8 @@ def _with_credentials(url: str, username: str | None, password: str | None) -> s
     return parts._replace(netloc=netloc).geturl()
 
 
-# key -> (accepted JSON types, converter, check) ; the check returns a problem string or None.
-def _positive(v: float) -> str | None:
-    return None if v > 0 else "must be greater than 0"
-
-
-def _non_negative(v: float) -> str | None:
-    return None if v >= 0 else "must be 0 or more"
-
-
-def _port(v: int) -> str | None:
-    return None if 1 <= v <= 65535 else f"port {v} is out of range 1-65535"
-
-
-def _to_int(v: Any) -> int:
-    if isinstance(v, str):
-        v = v.strip()
-        if not v.lstrip("-").isdigit():
-            raise ValueError(f"{v!r} is not a whole number")
-    return int(v)
-
-
-def _host_port(v: str) -> tuple[str, int]:
-    """Split ``host:port`` (``[v6]:port`` too) into its parts; ValueError when it is not one."""
-    host, sep, port = v.rpartition(":")
-    host = host.strip("[]")
-    if not sep or not host or not port.isdigit() or not 1 <= int(port) <= 65535:
-        raise ValueError(f"{v!r} is not host:port")
-    return host, int(port)
-
-
-def _sentinels_problem(v: tuple[str, ...]) -> str | None:
-    for entry in v:
-        if not isinstance(entry, str):
-            return f"entry {entry!r} is not a \"host:port\" string"
-        try:
-            _host_port(entry)
-        except ValueError as e:
-            return f"entry {e}"
-    return None
-
-
-def _url(v: str) -> str | None:
-    scheme = urlsplit(v).scheme
-    return None if scheme in ("redis", "rediss", "unix") else "must start with redis://, rediss:// or unix://"
-
-
-_STR = ((str,), str, None)
-_OPT_STR = ((str, type(None)), lambda v: v, None)
-_SCHEMA: dict[str, tuple[tuple[type, ...], Any, Any]] = {
-    "redis_host": _STR,
-    "redis_port": ((int, str), _to_int, _port),
-    "redis_db": ((int, str), _to_int, _non_negative),
-    "redis_username": _OPT_STR,
-    "redis_password": _OPT_STR,
-    "redis_url": ((str, type(None)), lambda v: v, lambda v: v and _url(v)),
-    "redis_sentinels": ((list,), tuple, _sentinels_problem),
-    "redis_master_name": ((str,), str, lambda v: None if v.strip() else "must not be empty"),
-    "redis_sentinel_username": _OPT_STR,
-    "redis_sentinel_password": _OPT_STR,
-    "redis_tls_ca_cert": _OPT_STR,
-    "redis_min_replicas": ((int, type(None)), lambda v: v, lambda v: v is not None and _non_negative(v)),
-    "redis_wait_ms": ((int,), int, lambda v: None if 1 <= v <= 60_000 else "must be between 1 and 60000"),
-    "transfer_dir": _STR,
-    "working": _OPT_STR,
-    "outputs": _OPT_STR,
-    "log_dir": _OPT_STR,
-    "test_data": _OPT_STR,
-    "queue_name": ((str,), str, lambda v: None if v.replace("_", "a").replace("-", "a").replace(".", "a").isalnum()
-                   else "may only hold letters, digits, '.', '_' and '-'"),
-    "namespace": _STR,
-    "result_ttl_s": ((int, float), float, _positive),
-    "time_limit_s": ((int, float), float, _positive),
-    "actor_time_limits_s": ((dict,), dict, lambda v: next(
-        (f"limit for {k!r} must be a positive number" for k, s in v.items()
-         if isinstance(s, bool) or not isinstance(s, (int, float)) or s <= 0), None)),
-    "max_tasks_per_child": ((int,), int, _non_negative),
-    "memory_limit_mib": ((int, float), float, _non_negative),
-    "memory_method": ((str,), str, lambda v: None if v in ("auto", "cgroup", "v2", "v1", "poll")
-                      else "must be 'auto', 'cgroup', 'v2', 'v1' or 'poll'"),
-    "lock_lease_s": ((int, float), float, _positive),
-    "heartbeat_timeout_s": ((int, float), float, _positive),
-    "sweep_interval_s": ((int, float, type(None)), lambda v: v if v is None else float(v),
-                         lambda v: v is not None and _positive(v)),
-    "max_message_bytes": ((int,), int, lambda v: None if v >= 1024 else "must be at least 1024"),
-    "idle_poll_ms": ((int,), int, lambda v: None if 10 <= v <= 60_000 else "must be between 10 and 60000"),
-    "wait_timeout_s": ((int, float), float, _positive),
-    "warm_up": ((bool,), bool, None),
-    "preload": ((list,), tuple, lambda v: next((f"entry {m!r} is not a module name" for m in v
-                                                if not isinstance(m, str) or not m.replace(".", "_").isidentifier()), None)),
-    "actor_modules": ((list,), tuple, lambda v: next((f"entry {m!r} is not a module name" for m in v
-                                                      if not isinstance(m, str) or not m.replace(".", "_").isidentifier()), None)),
-    "maintenance_chance": ((int,), int, lambda v: None if 0 <= v <= 1_000_000 else "must be between 0 and 1000000"),
-    "max_cores": ((str, int), str, lambda v: None if v in ("auto", "none", "quarter", "half", "all") or v.isdigit()
-                  else "must be 'auto', 'none', 'quarter', 'half', 'all' or a whole number"),
-    "pool_start": ((str,), str, lambda v: None if v in ("zygote", "spawn") else "must be 'zygote' or 'spawn'"),
-    "crds_path": _OPT_STR,
-    "crds_server_url": _OPT_STR,
-    "crds_context": _OPT_STR,
-    "crds_offline_stub": ((bool,), bool, None),
-    "step_args": ((dict,), dict, lambda v: _step_args_problem(v)),
-    "logging": ((dict, type(None)), lambda v: v, None),
-}
-
 #: How alike an unknown key must be to one of ours to be called a misspelling (difflib ratio).
 MISSPELLING_CUTOFF = 0.8
-
-#: List keys that may be overridden from the environment too, as comma-separated entries
-#: (``JWQL_DRAMATIQ_REDIS_SENTINELS=a:26379,b:26379,c:26379``; an empty value: an empty list).
-ENV_LIST_KEYS = ("redis_sentinels",)
-#: Config keys that may be overridden from the environment (``JWQL_DRAMATIQ_<KEY>``).
-ENV_KEYS = tuple(k for k, (types, _, _) in _SCHEMA.items()
-                 if dict not in types and (list not in types or k in ENV_LIST_KEYS))
-
-
-def _step_args_problem(value: dict[str, Any]) -> str | None:
-    """Check the deployment's ``step_args``: ``{"*", "<instrument>" or "<instrument>/<SUBARRAY>": {step: {...}}}``.
-
-    Step names may be jwql's (``rate``) or Detector1's (``ramp_fit``); each must be known to
-    at least one of the two pipeline paths.
-    """
-    from .pipeline.deployment import deployment_path_args, split_key
-
-    for key, steps in value.items():
-        try:
-            split_key(key)
-            deployment_path_args(steps, "cal")
-            deployment_path_args(steps, "jump")
-        except BadInput as e:
-            return f"[{key!r}]: {e}"
-    return None
-
-
-def _type_names(types: tuple[type, ...]) -> str:
-    names = {int: "an integer", float: "a number", str: "a string", bool: "true or false",
-             dict: "an object", list: "a list", type(None): "null"}
-    return " or ".join(names[t] for t in types)
-
-
-def _from_env(key: str, raw: str) -> Any:
-    """Parse an environment override into the JSON type its key expects (a list: comma-separated)."""
-    types = _SCHEMA[key][0]
-    if list in types:
-        return [entry.strip() for entry in raw.split(",") if entry.strip()]
-    if bool in types:
-        if raw.lower() in ("1", "true", "yes", "on"):
-            return True
-        if raw.lower() in ("0", "false", "no", "off"):
-            return False
-        return raw
-    if float in types:
-        try:
-            return float(raw)
-        except ValueError:
-            return raw
-    if int in types and str not in types:
-        try:
-            return int(raw)
-        except ValueError:
-            return raw
-    return raw
-
 
 def validate(raw: dict[str, Any], path: str) -> Config:
     """Validate a parsed config mapping into a :class:`Config`.
@@ -353,13 +196,13 @@ def validate(raw: dict[str, Any], path: str) -> Config:
             raise ConfigError(path, key, "is missing (required)")
     values: dict[str, Any] = {}
     for key, value in raw.items():
-        if key not in _SCHEMA:
+        if key not in SCHEMA:
             _warn_if_misspelt(key, path)  # JWQL's config carries many keys this server does not use
             continue
-        types, convert, check = _SCHEMA[key]
+        types, convert, check = SCHEMA[key]
         # bool is an int in Python; refuse it where a number is meant.
         if not isinstance(value, types) or (isinstance(value, bool) and bool not in types):
-            raise ConfigError(path, key, f"must be {_type_names(types)}, got {json.dumps(value)}")
+            raise ConfigError(path, key, f"must be {type_names(types)}, got {json.dumps(value)}")
         try:
             value = convert(value)
         except (TypeError, ValueError) as e:
@@ -377,7 +220,7 @@ def validate(raw: dict[str, Any], path: str) -> Config:
 
 def _warn_if_misspelt(key: str, path: str) -> None:
     """Log one line when an unknown key looks like a misspelling of one of ours."""
-    close = difflib.get_close_matches(key, [*_SCHEMA, *ALIASES], n=1, cutoff=MISSPELLING_CUTOFF)
+    close = difflib.get_close_matches(key, [*SCHEMA, *ALIASES], n=1, cutoff=MISSPELLING_CUTOFF)
     if close:
         logger.warning("%s: unknown key %r is ignored; did you mean %r?", path, key, close[0])
 
@@ -446,7 +289,7 @@ def load_config(path: str | os.PathLike[str] | None = None, environ: dict[str, s
         for key in ENV_KEYS:
             override = env.get(ENV_PREFIX + key.upper())
             if override is not None:
-                raw[key] = _from_env(key, override)
+                raw[key] = from_env(key, override)
     return validate(raw, shown)
 
 
