@@ -95,6 +95,22 @@ def test_revoke_terminate_kills_a_task_sleeping_in_c_within_1_s(broker, make_con
     wait_for(lambda: states.get_task_state(message.message_id).state == states.REVOKED, 5, "the revoked state")
 
 
+def test_a_task_revoked_without_terminate_can_still_be_terminated(broker, make_config, start_worker):
+    # Given: a running task revoked without --terminate (it keeps running, its result discarded)
+    start_worker(make_config())
+    message = t.sleep_in_c.send(60)
+    wait_for(lambda: (states.get_task_state(message.message_id) or states.TaskState("", "")).state == states.RUNNING,
+             10, "the task to start")
+    assert revoke(message.message_id).outcome == "revoked"
+    # When: it is revoked again, with terminate
+    outcome = revoke(message.message_id, terminate=True)
+    # Then: its worker is told to kill it, and serves the next task well before the 60 s sleep ends
+    assert outcome.outcome == "terminating" and outcome.state == states.REVOKED, outcome
+    assert ping.send().get_result(block=True, timeout=10_000)["pid"] > 0
+    # ... and once nothing runs it, terminating again changes nothing
+    assert revoke(message.message_id, terminate=True).outcome == "finished"
+
+
 def test_revoking_unknown_or_finished_ids_changes_nothing(broker, make_config, start_worker):
     start_worker(make_config())
     message = ping.send()

@@ -61,6 +61,11 @@ def revoke(message_id: str, terminate: bool = False, broker=None) -> RevokeOutco
     if state is None:
         return RevokeOutcome(message_id, "unknown", None, "no task with this id is recorded (or its record expired)")
     if state.state in states.FINAL_STATES:
+        if terminate and state.state == states.REVOKED and _running_on(client, namespace, state):
+            # revoked earlier without terminate: it still runs, and may still be killed
+            send_command(client, namespace, state.details["worker"], {"cmd": "terminate", "message_id": message_id})
+            return RevokeOutcome(message_id, "terminating", state.state,
+                                 "it was revoked but still ran; the worker running it was told to kill it")
         return RevokeOutcome(message_id, "finished", state.state, f"the task is already {state.state}; nothing changed")
 
     client.zadd(revoked_key(namespace), {message_id: time.time()})
@@ -81,6 +86,17 @@ def revoke(message_id: str, terminate: bool = False, broker=None) -> RevokeOutco
         return RevokeOutcome(message_id, "terminating", state.state, "the worker running it was told to kill it")
     return RevokeOutcome(message_id, "revoked", state.state, "it will not run" if state.state != states.RUNNING
                          else "it keeps running (no --terminate), but its result is discarded")
+
+
+def _running_on(client: redis.Redis, namespace: str, state: states.TaskState) -> bool:
+    """Whether the worker recorded in ``state`` is running that task now (its record's current message)."""
+    from .control import worker_key
+
+    worker = state.details.get("worker")
+    if not worker:
+        return False
+    current = client.hget(worker_key(namespace, worker), "current_message")
+    return (current.decode() if isinstance(current, bytes) else current) == state.message_id
 
 
 def _remove_waiting(client: redis.Redis, namespace: str, queue: str, redis_id: str) -> None:
