@@ -10,6 +10,7 @@ leaves nothing in the transfer directory, and an interrupt (Ctrl-C) revokes what
 
 from __future__ import annotations
 
+import json
 import logging
 import os
 import time
@@ -22,9 +23,10 @@ from dramatiq.message import Message
 
 from .actors.pipeline import calwebb_detector1_save_jump, run_calwebb_detector1
 from .config import check_transfer_dir
-from .errors import JwqlDramatiqError, LockNotAcquired
+from .errors import BadInput, JwqlDramatiqError, LockNotAcquired, TaskTimeout
 from .locks import REDIS_CLIENT, only_one
 from .outage import ride_through
+from .redis_errors import is_outage
 from .transfer import copy_atomically, ensure_dirs, incoming_dir, outgoing_dir, remove_transfer_files
 from .waiting import iter_results
 
@@ -45,7 +47,15 @@ def _bound_s(timeout: float | None) -> float:
 
 
 def short_name_for(input_file: str, in_ext: str) -> str:
-    """JWQL's short name: the base name without ``_<in_ext>`` and ``.fits``."""
+    """JWQL's short name: the base name without ``_<in_ext>`` and ``.fits``.
+
+    Raises
+    ------
+    BadInput
+        ``in_ext`` is not a non-empty string.
+    """
+    if not isinstance(in_ext, str) or not in_ext:
+        raise BadInput(f"in_ext {in_ext!r} is not a file-name suffix such as 'uncal'")
     return os.path.basename(input_file).replace(f"_{in_ext}", "").replace(".fits", "")
 
 
@@ -102,18 +112,60 @@ def _left_s(deadline: float) -> float:
     return max(0.0, deadline - time.monotonic())
 
 
-def _release(cal_lock, short_name: str) -> None:
-    """Release a file's lock; if Redis is gone, its renewal has stopped and it lapses within one lease."""
+def _release(cal_lock, short_name: str) -> bool:
+    """Release a file's lock; if Redis is gone, its renewal has stopped and it lapses within one lease.
+
+    Returns False when Redis did not answer.
+    """
     try:
         cal_lock.release()
     except JwqlDramatiqError as e:
         logger.warning("Could not release the lock for %s: %s", short_name, e)
+        return not is_outage(e)
+    return True
 
 
 def _exts(ext_or_exts, short_name: str) -> list[str]:
-    if isinstance(ext_or_exts, Mapping):
-        ext_or_exts = ext_or_exts[short_name]
-    return [ext_or_exts] if isinstance(ext_or_exts, str) else list(ext_or_exts)
+    """The products asked for ``short_name``, as a list (a dict is keyed by short name, as in the original)."""
+    asked = ext_or_exts
+    if isinstance(asked, Mapping):
+        try:
+            asked = asked[short_name]
+        except KeyError:
+            raise BadInput(f"ext_or_exts is a dict with no entry for {short_name!r}") from None
+    exts = [asked] if isinstance(asked, str) else list(asked) if isinstance(asked, (list, tuple)) else None
+    if not exts or not all(isinstance(e, str) and e for e in exts):
+        raise BadInput(f"ext_or_exts for {short_name!r} is {asked!r}: give a product name such as 'rate', "
+                       f"a list of them, or 'all'")
+    return exts
+
+
+def _check_sendable(step_args: dict | None) -> None:
+    """Refuse ``step_args`` that cannot travel as JSON, naming the step and parameter (before any copy)."""
+    if step_args is None:
+        return
+    if not isinstance(step_args, Mapping):
+        raise BadInput(f"step_args is {type(step_args).__name__}, not a dict of {{step: {{parameter: value}}}}")
+    for step, params in step_args.items():
+        for name, value in (params.items() if isinstance(params, Mapping) else [(None, params)]):
+            try:
+                json.dumps(value)
+            except (TypeError, ValueError):
+                where = f"step_args[{step!r}]" + ("" if name is None else f"[{name!r}]")
+                raise BadInput(f"{where} = {value!r} ({type(value).__name__}) cannot be sent as JSON: give a "
+                               f"plain int, float, str, bool, list or dict") from None
+
+
+def _check_jump_name(input_file: str, short_name: str) -> None:
+    """The save-jump task names its products after the exposure's first four fields: refuse a file whose
+    short name differs, since its products could not be found (and could collide with another file's)."""
+    from .pipeline.files import short_name_from_path
+
+    products_as = short_name_from_path(os.path.basename(input_file))
+    if products_as != short_name:
+        raise BadInput(f"{os.path.basename(input_file)}: with jump_pipe=True its products are named after "
+                       f"{products_as!r} (the name's first four '_' fields), not its short name {short_name!r}; "
+                       f"rename the file to <exposure>_<in_ext>.fits")
 
 
 def start_pipeline(input_file: str, short_name: str, ext_or_exts, instrument: str, jump_pipe: bool = False,
@@ -126,8 +178,9 @@ def start_pipeline(input_file: str, short_name: str, ext_or_exts, instrument: st
     """
     name = os.path.basename(input_file)
     exts = _exts(ext_or_exts, short_name)
+    _check_sendable(step_args)
     if jump_pipe:
-        everything = exts == ["all"]  # the original looked for "<short>_all.fits"; give every product
+        everything = "all" in exts  # the original looked for "<short>_all.fits"; give every product
         ramp_fit = everything or any("ramp" in e for e in exts)
         save_fitopt = everything or any("fitopt" in e for e in exts)
 
@@ -188,6 +241,10 @@ def run_pipeline(input_file: str, in_ext: str, ext_or_exts, instrument: str, jum
         The task failed (its type, message and worker traceback are on the exception).
     TaskTimeout
         No result within ``timeout`` seconds (default the config's ``wait_timeout_s``).
+    OSError
+        The products could not be copied back beside the input.
+    BadInput, FileNotFoundError, LockNotAcquired
+        As :func:`run_parallel_pipeline`.
     RedisUnavailable
         Redis did not answer when the bound ran out.
     """
@@ -231,19 +288,35 @@ def run_parallel_pipeline(input_files, in_ext: str, ext_or_exts, instrument: str
     -------
     PipelineOutputs
         ``{input_file: path or list of paths}`` for the files that succeeded, with
-        ``.failures`` giving each failed file's reason (also logged).
+        ``.failures`` giving each failed file's reason (also logged): its task failed, its
+        products could not be copied back, or its result was not in when the bound ran out (it
+        is then revoked). As in the original, one file's failure does not stop the others.
 
     Raises
     ------
+    BadInput
+        ``in_ext``, ``ext_or_exts`` or ``step_args`` is unusable, or (``jump_pipe``) a file's
+        name does not start with its exposure's four fields; raised before anything is locked,
+        copied or sent.
+    FileNotFoundError, LockNotAcquired
+        As :func:`prep_file`; what was already sent is revoked.
     RedisUnavailable
         Redis did not answer when the bound ran out; nothing sent keeps a lock or a transfer file.
     """
     bound_s = _bound_s(timeout)
     deadline = time.monotonic() + bound_s
     transfer_dir = _config().transfer_dir
+    for input_file in input_files:  # bad input is refused before anything is locked, copied or sent
+        short_name = short_name_for(input_file, in_ext)
+        _exts(ext_or_exts, short_name)
+        if jump_pipe:
+            _check_jump_name(input_file, short_name)
+    _check_sendable(step_args)
     outputs = PipelineOutputs()
     jobs: dict[str, _Job] = {}  # short_name -> its lock and inputs
-    sent: dict[str, str] = {}  # message_id -> short_name
+    sent: dict[str, str] = {}  # message_id -> short_name, until its outcome is handled
+    settled: set[str] = set()  # short names whose transfer files are already cleared
+    redis_silent = False  # clean-up then skips Redis calls that would each wait a socket timeout
     messages: list[Message] = []
     try:
         for input_file in input_files:
@@ -257,46 +330,77 @@ def run_parallel_pipeline(input_files, in_ext: str, ext_or_exts, instrument: str
                                      timeout=_left_s(deadline))
             sent[message.message_id] = short_name
             messages.append(message)
-        for outcome in iter_results(messages, _left_s(deadline)):
-            short_name = sent.pop(outcome.message.message_id)
-            job = jobs[short_name]
-            if outcome.ok:
-                exts = _retrieved_exts(ext_or_exts, short_name, outcome.value)
-                copied = _retrieve_to(short_name, exts, job.dest_dirs())
+        try:
+            for outcome in iter_results(messages, _left_s(deadline)):
+                short_name = sent.pop(outcome.message.message_id)
+                job = jobs[short_name]
+                settled.add(short_name)
+                if not outcome.ok:
+                    remove_transfer_files(transfer_dir, short_name)
+                    _fail(outputs, job, str(outcome.error))
+                    if _raise:
+                        raise outcome.error
+                    continue
+                try:
+                    exts = _retrieved_exts(ext_or_exts, short_name, outcome.value)
+                    copied = _retrieve_to(short_name, exts, job.dest_dirs())
+                except OSError as e:  # this file's products could not be copied back: its failure alone
+                    _fail(outputs, job, f"its products could not be copied back: {e}")
+                    if _raise:
+                        raise
+                    continue
                 for input_file in job.input_files:
                     outputs[input_file] = copied[os.path.dirname(os.path.abspath(input_file))]
-            else:
-                remove_transfer_files(transfer_dir, short_name)
-                reason = str(outcome.error)
-                for input_file in job.input_files:
-                    outputs.failures[input_file] = reason
-                logger.warning("Pipeline processing failed for %s: %s", ", ".join(job.input_files), reason)
-                if _raise:
-                    raise outcome.error
-    except BaseException:
-        if sent:  # interrupted or timed out: nothing we sent may keep running or leave files behind
-            _revoke_all(list(sent))
+        except TaskTimeout:
+            if _raise:
+                raise
+            # The bound ran out: the files not back fail alone (revoked), the successes are returned.
+            redis_silent = not _revoke_all(list(sent))
+            for short_name in sent.values():
+                _fail(outputs, jobs[short_name], f"no result within the bound of {bound_s:g} s; revoked")
+            sent.clear()
+    except BaseException as e:
+        redis_silent = is_outage(e)
+        if sent and not redis_silent:  # interrupted or timed out: nothing we sent may keep running
+            redis_silent = not _revoke_all(list(sent))
         raise
     finally:
         for short_name, job in jobs.items():
-            if short_name in sent.values():
+            if short_name not in settled:  # sent and not back, or never sent: no transfer file stays
                 remove_transfer_files(transfer_dir, short_name)
-            _release(job.lock, short_name)
+            if redis_silent:
+                job.lock.abandon()  # it lapses within its lease
+            else:
+                redis_silent = not _release(job.lock, short_name)
     return outputs
 
 
+def _fail(outputs: PipelineOutputs, job: _Job, reason: str) -> None:
+    """Record and log the failure of one job's input files."""
+    for input_file in job.input_files:
+        outputs.failures[input_file] = reason
+    logger.warning("Pipeline processing failed for %s: %s", ", ".join(job.input_files), reason)
+
+
 def _retrieved_exts(ext_or_exts, short_name: str, value: Any):
+    """The products to copy back: those asked for, or, with "all" among them, every one the task published."""
     exts = _exts(ext_or_exts, short_name)
-    if exts == ["all"] and isinstance(value, Mapping):
+    if "all" in exts and isinstance(value, Mapping):  # the task's value lists them, "all" expanded
         return [ext for ext, path in value.items() if path]
     return exts
 
 
-def _revoke_all(message_ids: list[str]) -> None:
+def _revoke_all(message_ids: list[str]) -> bool:
+    """Revoke each message (killing it where it runs); stop at the first Redis outage. Returns False then."""
     from .broker.revoke import revoke
 
-    for message_id in message_ids:
+    for done, message_id in enumerate(message_ids):
         try:
             revoke(message_id, terminate=True)
-        except Exception as e:  # keep revoking the rest
+        except Exception as e:  # keep revoking the rest, unless Redis does not answer
+            if is_outage(e):
+                logger.warning("Could not revoke %s, nor the %d other(s) after it: Redis did not answer (%s)",
+                               message_id, len(message_ids) - done - 1, e)
+                return False
             logger.warning("Could not revoke %s: %s", message_id, e)
+    return True

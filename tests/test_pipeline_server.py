@@ -171,3 +171,43 @@ def test_sigint_during_run_parallel_pipeline_leaves_nothing_behind(broker, pipel
     wait_for(lambda: all(t.state in states.FINAL_STATES for t in states.list_tasks()), 10, "every task to end")
     assert transfer_files(tmp_path) == []
     assert ping.send().get_result(block=True, timeout=10_000)["pid"] > 0
+
+
+def test_a_copy_back_failure_and_the_bound_fail_their_files_alone(broker, pipeline_config, start_worker, refs,
+                                                                 tmp_path):
+    import time
+
+    from jwql_dramatiq.locks import lock
+    from tests.conftest import wait_for
+
+    start_worker(pipeline_config)
+    data = tmp_path / "data"
+    files = [str(synthetic.make_uncal(data / f"jw09999001001_01101_0000{i}_nrca1_uncal.fits")) for i in range(1, 5)]
+    shorts = [Path(f).name.replace("_uncal.fits", "") for f in files]
+    cal = synthetic.offline_step_overrides(refs, "cal")
+    # Given: file 1's product cannot be copied back (a directory stands where it would go), "all"
+    # is asked for among other names, and file 3's run is held up: its job lock is taken here
+    (data / f"{shorts[0]}_rate.fits").mkdir()
+    held = lock(f"job:{shorts[2]}", client=broker.client)
+    assert held.acquire(blocking=False)
+    bound_s = 45.0
+    try:
+        # When: the batch runs with a bound that file 3 (and file 4, queued behind it) cannot meet
+        started = time.monotonic()
+        outputs = run_parallel_pipeline(files, "uncal", ["rate", "all"], "nircam", step_args=cal, timeout=bound_s)
+        elapsed_s = time.monotonic() - started
+    finally:
+        held.release()
+    # Then: the call returns at its bound with file 2's products; the others failed alone, each saying why
+    assert bound_s - 1 <= elapsed_s < bound_s + 10
+    assert list(outputs) == [files[1]]
+    assert sorted(Path(p).name.replace(f"{shorts[1]}_", "") for p in outputs[files[1]]) == sorted(
+        f"{s}.fits" for s in ("dq_init", "saturation", "superbias", "refpix", "linearity", "dark_current", "jump",
+                              "rate", "gain_scale"))
+    assert all(Path(p).is_file() and Path(p).parent == data for p in outputs[files[1]])
+    assert sorted(outputs.failures) == sorted([files[0], files[2], files[3]])
+    assert "could not be copied back" in outputs.failures[files[0]] and "rate.fits" in outputs.failures[files[0]]
+    assert all(f"no result within the bound of {bound_s:g} s; revoked" in outputs.failures[f] for f in files[2:])
+    # ... and once the revoked run is gone, nothing is left in the transfer directory or locked
+    wait_for(lambda: transfer_files(tmp_path) == [] and list_locks() == [], 30, "the transfer files and locks to go")
+    assert ping.send().get_result(block=True, timeout=10_000)["pid"] > 0

@@ -354,6 +354,18 @@ class RedisLock:
             )
         raise _redis.unknown_code("release.lua", code, self.name)
 
+    def abandon(self) -> None:
+        """Stop renewing the held lock and forget it here, without a Redis call: it lapses within one lease.
+
+        For clean-up when Redis does not answer and each :meth:`release` would wait a socket timeout.
+        """
+        state = self.local.held
+        if state is not None and state.entry is not None:
+            get_renewer().unregister(state.entry)
+            state.entry = None
+        if self.local.token is not None:
+            self._forget(self.local.token)
+
     def _forget(self, token: bytes) -> None:
         """Clear this thread's acquisition, if it is still the one holding ``token``."""
         if self.local.token == token:
