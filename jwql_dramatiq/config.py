@@ -285,12 +285,20 @@ def load_config(path: str | os.PathLike[str] | None = None, environ: dict[str, s
         raw = json.loads(text)
     except json.JSONDecodeError as e:
         raise ConfigError(shown, None, f"is not valid JSON at line {e.lineno}, column {e.colno}: {e.msg}") from None
+    overridden: dict[str, str] = {}  # key -> the variable that gave its value
     if isinstance(raw, dict):
         for key in ENV_KEYS:
             override = env.get(ENV_PREFIX + key.upper())
             if override is not None:
                 raw[key] = from_env(key, override)
-    return validate(raw, shown)
+                overridden[key] = ENV_PREFIX + key.upper()
+    try:
+        return validate(raw, shown)
+    except ConfigError as e:
+        if e.key not in overridden:
+            raise
+        # The bad value is the variable's, not the file's: say so, or the file gets searched in vain.
+        raise ConfigError(e.path, e.key, e.problem, env_var=overridden[e.key]) from None
 
 
 def replace(config: Config, **changes: Any) -> Config:

@@ -6,7 +6,9 @@ environment may override (:data:`ENV_KEYS`). :func:`jwql_dramatiq.config.validat
 from __future__ import annotations
 
 from typing import Any
-from urllib.parse import urlsplit
+from urllib.parse import parse_qs, unquote, urlsplit
+
+from redis.connection import parse_url
 
 from .errors import BadInput
 
@@ -52,8 +54,63 @@ def _sentinels_problem(v: tuple[str, ...]) -> str | None:
 
 
 def _url(v: str) -> str | None:
-    scheme = urlsplit(v).scheme
-    return None if scheme in ("redis", "rediss", "unix") else "must start with redis://, rediss:// or unix://"
+    """What is wrong with a Redis URL (None: nothing), checked as redis-py will read it.
+
+    redis-py takes a missing host for localhost, ignores a database path it cannot read (db 0),
+    and fails only at the first connection on a bad port; each is refused here instead. A URL
+    carries credentials, so a problem names only the offending part, never the whole URL.
+    """
+    if not v.lower().startswith(("redis://", "rediss://", "unix://")):
+        return "must start with redis://, rediss:// or unix://"
+    try:
+        parts = urlsplit(v)
+    except ValueError:  # urlsplit's "Invalid IPv6 URL"; the host part could be a mangled password
+        return "has an unmatched '[' or ']' in its host part"
+    if "@" in parts.path + parts.query + parts.fragment:
+        # An unencoded '/', '?' or '#' in the password ends the host part early: what follows
+        # would be read as host, port and database, and naming them would show the password.
+        return "has an '@' after its host part: percent-encode '/', '?', '#' and '@' in the user name and password"
+    host_port = parts.netloc.rpartition("@")[2]  # never the credentials
+    try:
+        port = parts.port
+    except ValueError:
+        text = host_port.rpartition(":")[2]
+        return (f"port {text} is out of range 1-65535" if _digits(text)
+                else f"port {text!r} is not a whole number")
+    query_db = _query_db(parts.query)
+    if query_db is not None and not _digits(query_db):
+        return f"?db={query_db!r} is not a whole number"
+    if parts.scheme == "unix":
+        if parts.hostname:  # redis-py would drop it and use only the path
+            return f"unix:// takes an absolute socket path (unix:///run/redis.sock), not host {parts.hostname!r}"
+        if not parts.path.strip("/"):
+            return "has no socket path (give unix:///path/to/redis.sock)"
+    else:
+        if not parts.hostname:  # redis-py would quietly connect to localhost
+            return f"has no host (give {parts.scheme}://host:port/db)"
+        if port is not None and not 1 <= port <= 65535:
+            return f"port {port} is out of range 1-65535"
+        path_db = unquote(parts.path).strip("/")
+        if path_db and not _digits(path_db):
+            return f"database {parts.path!r} is not a whole number (give {parts.scheme}://host:port/N, or none for 0)"
+        if path_db and query_db is not None and int(path_db) != int(query_db):
+            return f"names database {int(path_db)} in its path and {int(query_db)} in ?db=; give one"
+    try:
+        parse_url(v)  # redis-py's own parse, for its typed query arguments (?socket_timeout=...)
+    except ValueError as e:  # its messages name the argument, not the value
+        return str(e)
+    return None
+
+
+def _digits(text: str) -> bool:
+    """True for ASCII digits only (``str.isdigit`` also takes '²', which ``int`` refuses)."""
+    return text.isascii() and text.isdigit()
+
+
+def _query_db(query: str) -> str | None:
+    """The ``db`` query argument as redis-py reads it (the first non-empty one), or None."""
+    values = parse_qs(query).get("db")
+    return values[0] if values else None
 
 
 _STR = ((str,), str, None)

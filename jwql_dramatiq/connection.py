@@ -10,7 +10,7 @@ from typing import TYPE_CHECKING, Any
 
 import redis
 
-from .errors import RedisAuthFailed, RedisUnavailable
+from .errors import ConfigError, RedisAuthFailed, RedisUnavailable
 from .redis_errors import (  # noqa: F401  (re-exported: the one classification)
     NO_REPLICAS_PREFIX, ROLE_CHANGED_REPLIES, client_address, client_username, is_auth_error, is_no_replicas,
     is_outage)
@@ -28,6 +28,12 @@ BLOCKING_SLICE_S = 5.0
 # The process's default config and client (see shared()); set by the broker's setup, else built lazily.
 _shared: "tuple[Config, redis.Redis] | None" = None
 _shared_lock = threading.Lock()
+#: Attribute :func:`make_redis` sets on a client: ``(config file, key that chose the database)``,
+#: so :func:`check_redis` can blame them when the server has no such database.
+DB_SOURCE_ATTRIBUTE = "_jwql_dramatiq_db_source"
+#: The reply of a Redis server to ``SELECT`` with a database number beyond its ``databases``.
+DB_OUT_OF_RANGE = "DB index is out of range"
+
 
 def make_redis(config: Config) -> redis.Redis:
     """Return a new client for ``config``'s Redis (no connection is opened yet).
@@ -52,6 +58,8 @@ def make_redis(config: Config) -> redis.Redis:
     else:
         client = redis.Redis.from_url(config.url, socket_connect_timeout=CONNECT_TIMEOUT_S,
                                       socket_timeout=SOCKET_TIMEOUT_S, health_check_interval=30)
+    # the database comes from the URL when there is one (Config.url ignores redis_db then)
+    setattr(client, DB_SOURCE_ATTRIBUTE, (config.path, "redis_url" if config.redis_url else "redis_db"))
     return set_wait(client, config.wait_replicas, config.redis_wait_ms)
 
 
@@ -110,6 +118,8 @@ def check_redis(client: redis.Redis, address: str) -> None:
 
     Raises
     ------
+    ConfigError
+        The server has no such database (the config's database number is beyond its ``databases``).
     RedisAuthFailed
         Redis refused the credentials.
     RedisUnavailable
@@ -119,6 +129,50 @@ def check_redis(client: redis.Redis, address: str) -> None:
         client.ping()
     except (redis.ConnectionError, redis.TimeoutError, redis.AuthenticationWrongNumberOfArgsError, OSError) as e:
         raise redis_unavailable(e, address=address, client=client) from None
+    except redis.ResponseError as e:  # SELECT, sent on connecting, is the only command with a bad-config reply
+        if DB_OUT_OF_RANGE not in str(e):
+            raise
+        raise db_out_of_range(client, address) from None
+
+
+def db_out_of_range(client: redis.Redis, address: str) -> ConfigError:
+    """The bad-config error for a database number the server does not have, naming its limit.
+
+    Parameters
+    ----------
+    client : redis.Redis
+        The client whose ``SELECT`` was refused (from :func:`make_redis`: it names the file and key).
+    address : str
+        ``host:port`` for the message, without credentials.
+
+    Returns
+    -------
+    ConfigError
+        "database 99 does not exist on Redis at host:port, which has databases 0-15 ...".
+    """
+    path, key = getattr(client, DB_SOURCE_ATTRIBUTE, ("the Redis client", "db"))
+    db = client.connection_pool.connection_kwargs.get("db")
+    count = _database_count(client)
+    has = (f"which has databases 0-{count - 1} (its 'databases' setting is {count})" if count
+           else "which has fewer databases (see 'databases' in its redis.conf)")
+    return ConfigError(path, key, f"database {db} does not exist on Redis at {address}, {has}")
+
+
+def _database_count(client: redis.Redis) -> int | None:
+    """The server's ``databases`` setting, asked on database 0; None when it cannot be asked.
+
+    Not through sentinels (their pool cannot be copied), nor when ``CONFIG`` is refused or renamed.
+    """
+    pool = client.connection_pool
+    if getattr(pool, "sentinel_manager", None) is not None:
+        return None
+    probe_pool = redis.ConnectionPool(connection_class=pool.connection_class, **{**pool.connection_kwargs, "db": 0})
+    try:
+        return int(redis.Redis(connection_pool=probe_pool).config_get("databases")["databases"])
+    except (redis.RedisError, OSError, KeyError, ValueError):
+        return None
+    finally:
+        probe_pool.disconnect()  # a client given a pool leaves it open on close()
 
 
 def redis_unavailable(error: BaseException, address: str | None = None, client: Any = None,

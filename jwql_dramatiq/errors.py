@@ -26,13 +26,18 @@ class ConfigError(JwqlDramatiqError):
         The offending key, when one can be named.
     problem : str
         What is wrong, in words.
+    env_var : str or None
+        The environment variable the key's value came from (``JWQL_DRAMATIQ_REDIS_PORT``), so
+        the message blames it and not the file; None when the value is the file's.
     """
 
-    def __init__(self, path: str, key: str | None, problem: str) -> None:
+    def __init__(self, path: str, key: str | None, problem: str, env_var: str | None = None) -> None:
         self.path = path
         self.key = key
         self.problem = problem
-        where = f"{path}: key {key!r}: " if key else f"{path}: "
+        self.env_var = env_var
+        source = f" (from ${env_var})" if env_var else ""
+        where = f"{path}: key {key!r}{source}: " if key else f"{path}: "
         super().__init__(where + problem)
 
 

@@ -270,3 +270,129 @@ def test_unreachable_sentinels_give_one_line_naming_every_address(tmp_path):
     message = str(e.value)
     assert "\n" not in message and "no sentinel gave a master 'jwql'" in message
     assert all(message.count(a) >= 2 for a in addresses), message  # in the address, and in what each said
+
+
+def run_status(config_path, **env):
+    """``python -m jwql_dramatiq status`` on ``config_path`` in a subprocess: (exit code, stderr)."""
+    import os
+
+    full_env = {**{k: v for k, v in os.environ.items() if not k.startswith("JWQL_DRAMATIQ_")},
+                "JWQL_DRAMATIQ_CONFIG": str(config_path), **env}
+    done = subprocess.run([sys.executable, "-m", "jwql_dramatiq", "status"], env=full_env,
+                          capture_output=True, text=True, timeout=60)
+    return done.returncode, done.stderr
+
+
+@pytest.mark.parametrize(
+    ("url", "words"),
+    [
+        ("redis://127.0.0.1:notaport/0", "port 'notaport' is not a whole number"),
+        ("redis://127.0.0.1:99999/0", "port 99999 is out of range"),
+        ("redis://127.0.0.1:0/0", "port 0 is out of range"),
+        ("redis:///0", "has no host"),
+        ("redis://:6380/0", "has no host"),
+        ("rediss://u:s3cret@:6380/0", "has no host"),
+        ("redis://h:6379/abc", "database '/abc' is not a whole number"),
+        ("redis://h:6379/1/2", "database '/1/2' is not a whole number"),
+        ("redis://h:6379/0?db=abc", "?db='abc' is not a whole number"),
+        ("redis://h:6379/1?db=2", "database 1 in its path and 2 in ?db="),
+        ("redis://h:6379/0?socket_timeout=soon", "Invalid value for 'socket_timeout'"),
+        ("unix://", "has no socket path"),
+        ("unix://run/redis.sock", "not host 'run'"),
+        ("redis://[::1/0", "unmatched '['"),
+        ("redis://u:pa/ss@h:6379/0", "percent-encode"),
+    ],
+)
+def test_malformed_redis_url_is_refused_at_load_without_its_password(tmp_path, url, words):
+    path = write(tmp_path, {"redis_url": url, "transfer_dir": "/t"})
+    with pytest.raises(ConfigError) as info:
+        load_config(path, environ={})
+    message = str(info.value)
+    assert info.value.key == "redis_url" and str(path) in message and words in message, message
+    assert "s3cret" not in message and "pa/ss" not in message and "\n" not in message
+
+
+@pytest.mark.parametrize(
+    ("url", "address"),
+    [("redis://h:6379", "h:6379"), ("redis://h/", "h:6379"), ("redis://h:7000/3?db=3", "h:7000"),
+     ("redis://h?db=4", "h:6379"), ("redis://[::1]:6380/2", "::1:6380"), ("REDIS://h:7000/0", "h:7000"),
+     ("unix:///run/redis.sock?db=2", "/run/redis.sock"), ("unix://u@/run/redis.sock", "/run/redis.sock")],
+)
+def test_well_formed_redis_urls_still_load(tmp_path, url, address):
+    # validated without connecting: nothing here reaches a server
+    config = load_config(write(tmp_path, {"redis_url": url, "transfer_dir": "/t"}), environ={})
+    assert config.redis_address == address
+
+
+@pytest.mark.timeout(90)
+def test_bad_port_in_redis_url_exits_2_with_one_line_not_a_traceback(tmp_path):
+    path = write(tmp_path, {"redis_url": "redis://u:s3cret@127.0.0.1:notaport/0", "transfer_dir": str(tmp_path)})
+    code, err = run_status(path)
+    assert code == 2, err
+    assert err.strip().count("\n") == 0 and "Traceback" not in err and "s3cret" not in err, err
+    assert f"bad config: {path}: key 'redis_url': port 'notaport' is not a whole number" in err
+
+
+def test_bad_environment_override_names_the_variable_not_the_file(tmp_path):
+    path = write(tmp_path, {"redis_host": "h", "transfer_dir": "/t", "redis_port": 6379})
+    with pytest.raises(ConfigError) as info:
+        load_config(path, environ={"JWQL_DRAMATIQ_REDIS_PORT": "abc"})
+    assert str(info.value) == f"{path}: key 'redis_port' (from $JWQL_DRAMATIQ_REDIS_PORT): 'abc' is not a whole number"
+    assert info.value.key == "redis_port" and info.value.env_var == "JWQL_DRAMATIQ_REDIS_PORT"
+
+
+def test_bad_file_value_is_not_blamed_on_an_unrelated_override(tmp_path):
+    path = write(tmp_path, {**JWQL_KEYS, "redis_port": "abc"})
+    with pytest.raises(ConfigError) as info:
+        load_config(path, environ={"JWQL_DRAMATIQ_MAX_TASKS_PER_CHILD": "2"})
+    assert str(info.value) == f"{path}: key 'redis_port': 'abc' is not a whole number"
+    assert info.value.env_var is None
+
+
+@pytest.mark.timeout(90)
+def test_bad_environment_override_on_the_command_line_names_the_variable(tmp_path):
+    path = write(tmp_path, {"redis_host": "h", "transfer_dir": str(tmp_path)})  # no redis_port in the file
+    code, err = run_status(path, JWQL_DRAMATIQ_REDIS_PORT="abc")
+    assert code == 2, err
+    assert err.strip() == (f"jwql-dramatiq: error: bad config: {path}: key 'redis_port' "
+                           f"(from $JWQL_DRAMATIQ_REDIS_PORT): 'abc' is not a whole number")
+
+
+def test_database_beyond_the_servers_databases_is_a_config_error_naming_the_limit(tmp_path, redis_server):
+    from jwql_dramatiq.connection import check_redis, make_redis
+
+    # the private server runs with --databases 16 (jwql_dramatiq.embedded.RedisServer)
+    path = write(tmp_path, {"redis_host": redis_server.host, "redis_port": redis_server.port, "redis_db": 99,
+                            "transfer_dir": "/t"})
+    config = load_config(path, environ={})
+    client = make_redis(config)
+    try:
+        with pytest.raises(ConfigError) as info:
+            check_redis(client, config.redis_address)
+    finally:
+        client.close()
+    assert info.value.key == "redis_db" and str(path) in str(info.value)
+    assert "database 99 does not exist" in str(info.value) and "databases 0-15" in str(info.value)
+
+
+def test_database_out_of_range_in_a_redis_url_names_redis_url(tmp_path, redis_server):
+    from jwql_dramatiq.connection import check_redis, make_redis
+
+    path = write(tmp_path, {"redis_url": f"unix://{redis_server.socket_path}?db=16", "transfer_dir": "/t"})
+    config = load_config(path, environ={})
+    client = make_redis(config)
+    try:
+        with pytest.raises(ConfigError, match=r"key 'redis_url': database 16 does not exist .* databases 0-15"):
+            check_redis(client, config.redis_address)
+    finally:
+        client.close()
+
+
+@pytest.mark.timeout(90)
+def test_database_out_of_range_exits_2_with_one_line(tmp_path, redis_server):
+    path = write(tmp_path, {"redis_host": redis_server.host, "redis_port": redis_server.port, "redis_db": 99,
+                            "transfer_dir": str(tmp_path)})
+    code, err = run_status(path)
+    assert code == 2, err
+    assert err.strip().count("\n") == 0 and "Traceback" not in err, err
+    assert f"bad config: {path}: key 'redis_db': database 99 does not exist" in err and "0-15" in err

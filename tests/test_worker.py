@@ -91,15 +91,19 @@ def test_monitor_with_unreachable_redis_gets_a_clear_error(make_config):
 
 
 @pytest.mark.timeout(120)
-@pytest.mark.parametrize("mistake", ["empty_redis_host", "transfer_dir_is_a_file"])
+@pytest.mark.parametrize("mistake", ["empty_redis_host", "transfer_dir_is_a_file", "database_out_of_range"])
 def test_each_config_mistake_is_one_line_naming_file_and_key(tmp_path, make_config, start_worker, mistake):
-    # Given: JWQL's example redis_host (""), or a transfer_dir that is a regular file
+    # Given: JWQL's example redis_host (""), a transfer_dir that is a regular file, or a database
+    # number beyond the server's (it has 16)
     path = make_config()
     data = json.loads(path.read_text())
     if mistake == "empty_redis_host":
         data.pop("redis_url")
         data.update(redis_host="", redis_port="6379")
         key = "redis_host"
+    elif mistake == "database_out_of_range":
+        data["redis_url"] = data["redis_url"].rsplit("/", 1)[0] + "/99"
+        key = "redis_url"
     else:
         regular = tmp_path / "transfer-file"
         regular.write_text("not a directory")

@@ -89,7 +89,7 @@ def install_one_line_errors() -> None:
 def as_worker_config_error(error: ConfigError) -> WorkerConfigError:
     """``error`` as the type Dramatiq's CLI turns into exit 2, with the one-line filter installed."""
     install_one_line_errors()
-    return WorkerConfigError(error.path, error.key, error.problem)
+    return WorkerConfigError(error.path, error.key, error.problem, env_var=error.env_var)
 
 
 @dataclass
@@ -164,6 +164,9 @@ def boot_worker(broker) -> BootedWorker:
     except RedisUnavailable as e:
         booted.close()
         raise WorkerRedisUnavailable(e.address, e.reason) from None
+    except ConfigError as e:  # e.g. a database number the server does not have
+        booted.close()
+        raise as_worker_config_error(e) from None
     booted.control = control = WorkerControl(broker, booted.executor)
     task_states(broker).control = control
     control.start()
