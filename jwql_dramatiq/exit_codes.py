@@ -63,10 +63,10 @@ EXIT_CODES = (
     (RET_CONFIG, "bad config (file missing or invalid, or Redis refused its credentials); invalid command "
                  "line; purge not confirmed"),
     (RET_REDIS, "Redis is unreachable"),
-    (RET_PIDFILE, "worker: the pid file points at a live worker"),
-    (RET_NOT_FOUND, "no such task, lock or live worker"),
+    (RET_PIDFILE, "worker: the pid file points at a live worker, or the pid or log file cannot be written"),
+    (RET_NOT_FOUND, "no such task, lock, live worker or queue"),
     (RET_FINISHED, "revoke: the task already finished; nothing changed"),
     (RET_REFUSED, "locks clear: the owner is alive (use --force)"),
     (RET_ERROR, "any other error"),
-    (RET_INTERRUPTED, "interrupted (Ctrl+C)"),
+    (RET_INTERRUPTED, "interrupted (Ctrl+C), or the reader of the output went away"),
 )

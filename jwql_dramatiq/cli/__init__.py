@@ -20,7 +20,8 @@ import redis
 from ..errors import ConfigError, JwqlDramatiqError, RedisAuthFailed, RedisUnavailable
 from . import actions, views, web, worker
 from ._common import (EXIT_CODES, RET_CONFIG, RET_ERROR, RET_FAIL, RET_FINISHED, RET_INTERRUPTED, RET_NOT_FOUND,
-                      RET_OK, RET_PIDFILE, RET_REDIS, RET_REFUSED, RET_USAGE, CommandError, Context)
+                      RET_OK, RET_PIDFILE, RET_REDIS, RET_REFUSED, RET_USAGE, CommandError, Context,
+                      quiet_stdout)
 
 __all__ = ["main", "build_parser", "EXIT_CODES", "RET_OK", "RET_FAIL", "RET_USAGE", "RET_REDIS", "RET_PIDFILE",
            "RET_CONFIG", "RET_NOT_FOUND", "RET_FINISHED", "RET_REFUSED", "RET_ERROR", "RET_INTERRUPTED"]
@@ -97,8 +98,23 @@ def main(argv: list[str] | None = None) -> int:
     Returns
     -------
     int
-        One of the ``RET_*`` codes (see :data:`EXIT_CODES`).
+        One of the ``RET_*`` codes (see :data:`EXIT_CODES`); ``RET_INTERRUPTED`` when the reader of
+        the output went away (a closed pipe), without a message.
     """
+    try:
+        code = _run(argv)
+        # Flush here, not at interpreter exit, so a reader that went away is caught below.
+        sys.stdout.flush()
+        return code
+    except BrokenPipeError:
+        # The reader of our output went away (``jwql-dramatiq status | head -1``): stop quietly, as
+        # Unix tools do, with the code of a command cut short from outside.
+        quiet_stdout()
+        return RET_INTERRUPTED
+
+
+def _run(argv: list[str] | None) -> int:
+    """:func:`main` without its handling of a closed output pipe."""
     parser = build_parser()
     try:
         args = parser.parse_args(argv)

@@ -3,7 +3,10 @@ context, and output helpers."""
 
 from __future__ import annotations
 
+import argparse
 import json
+import math
+import os
 import sys
 import time
 from typing import Any, Iterable, TextIO
@@ -166,3 +169,40 @@ def ask_yes(question: str, stdin: TextIO | None = None, out: TextIO | None = Non
     print(f"{question} [y/N] ", end="", file=out, flush=True)
     answer = stdin.readline().strip().lower()
     return answer in ("y", "yes")
+
+
+# -- argument types (a bad value is an argparse error: one line, exit RET_USAGE) --------------------
+
+
+def non_negative_seconds(text: str) -> float:
+    """An argparse type: a number of seconds, 0 or more (``nan`` refused: every comparison with it is false)."""
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a number") from None
+    if math.isnan(value) or value < 0:
+        raise argparse.ArgumentTypeError(f"{text!r}: must be 0 or more")
+    return value
+
+
+def non_empty(text: str) -> str:
+    """An argparse type: a name or id that is not empty (an empty one would match, or mean, everything)."""
+    if not text.strip():
+        raise argparse.ArgumentTypeError("must not be empty")
+    return text
+
+
+def quiet_stdout() -> None:
+    """Point stdout's file descriptor at /dev/null, after its reader went away (a closed pipe).
+
+    Python's own recipe for ``BrokenPipeError``: the interpreter flushes stdout once more at exit,
+    and that flush must find somewhere to go, or it prints a second error.
+    """
+    try:
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        try:
+            os.dup2(devnull, sys.stdout.fileno())
+        finally:
+            os.close(devnull)
+    except (AttributeError, OSError, ValueError):  # no real stdout (a test's capture): nothing to redirect
+        pass

@@ -9,7 +9,7 @@ from typing import Any
 from ..broker.control import WorkerInfo, list_workers, request_shutdown
 from ..errors import LockError
 from ._common import (RET_FAIL, RET_FINISHED, RET_NOT_FOUND, RET_OK, RET_REFUSED, RET_USAGE, CommandError,
-                      Context, ask_yes, clock, seconds, table)
+                      Context, ask_yes, clock, non_empty, non_negative_seconds, seconds, table)
 from .views import LOCK_HEADERS, _lock_dict, lock_rows
 
 #: How often ``shutdown`` looks at the workers while it waits, in seconds.
@@ -33,12 +33,20 @@ def cmd_purge(ctx: Context, args: argparse.Namespace) -> int:
     Returns
     -------
     int
-        The exit code (RET_OK; not confirmed raises CommandError(RET_USAGE)).
+        The exit code (RET_OK; an unknown queue raises CommandError(RET_NOT_FOUND), not confirmed
+        CommandError(RET_USAGE)).
     """
+    from dramatiq.common import q_name
+
     from ..broker.admin import purge, queue_lengths
 
     broker = ctx.broker
-    lengths = [q for q in queue_lengths(broker) if args.queue is None or q.queue == args.queue]
+    every = queue_lengths(broker)
+    # purge() takes "jwql.DQ" as "jwql": compare canonical names
+    lengths = [q for q in every if args.queue is None or q.queue == q_name(args.queue)]
+    if args.queue is not None and not lengths:
+        raise CommandError(f"no queue named {args.queue!r} on {ctx.config.redis_address} (queues: "
+                           f"{', '.join(q.queue for q in every) or 'none'}); nothing was removed", RET_NOT_FOUND)
     if not args.yes:
         waiting = sum(q.ready + q.delayed for q in lengths)
         where = f"queue {args.queue!r}" if args.queue else "every queue"
@@ -218,7 +226,7 @@ def cmd_locks_clear(ctx: Context, args: argparse.Namespace) -> int:
     int
         The exit code (RET_OK; refusals raise CommandError(RET_REFUSED, RET_NOT_FOUND or RET_USAGE)).
     """
-    from ..locks import clear_lock, clear_stale_locks
+    from ..locks import clear_lock, clear_stale_locks, list_locks
 
     if bool(args.name) == bool(args.stale):
         raise CommandError("locks clear takes a lock NAME or --stale (not both)", RET_USAGE)
@@ -226,6 +234,8 @@ def cmd_locks_clear(ctx: Context, args: argparse.Namespace) -> int:
         if args.force:
             raise CommandError("--force does not go with --stale: name the live lock to force", RET_USAGE)
         removed = clear_stale_locks(ctx.client, ctx.namespace)
+        # Nothing removed: say whether any lock is held at all (and not "every owner is alive").
+        held = bool(removed) or bool(list_locks(ctx.client, ctx.namespace))
     else:
         try:
             info = clear_lock(args.name, force=args.force, client=ctx.client, namespace=ctx.namespace)
@@ -238,7 +248,10 @@ def cmd_locks_clear(ctx: Context, args: argparse.Namespace) -> int:
         ctx.print_json({"removed": [_lock_dict(info) for info in removed]})
         return RET_OK
     if not removed:
-        ctx.print("No stale locks: every lock's owner is alive." if args.stale else "Nothing removed.")
+        if not args.stale:
+            ctx.print("Nothing removed.")
+        else:
+            ctx.print("No stale locks: every lock's owner is alive." if held else "No locks held: nothing to clear.")
     for info in removed:
         ctx.print(f"Removed lock {info.name!r}, held by {info.describe()}.")
     return RET_OK
@@ -251,7 +264,9 @@ def add_parsers(sub: Any) -> None:
                                    "becomes a TaskPurged failure, so a monitor blocked on it returns at once. "
                                    "Running tasks are left alone; the dead-letter queue is kept unless "
                                    "--dead-letter. Without --yes, asks at a terminal and refuses otherwise.")
-    p.add_argument("--queue", "-Q", metavar="Q", help="only this queue (default: every queue)")
+    p.add_argument("--queue", "-Q", metavar="Q", type=non_empty,
+                   help="only this queue (default: every queue); an unknown one exits "
+                        f"{RET_NOT_FOUND}")
     p.add_argument("--dead-letter", action="store_true", help="also empty the dead-letter queue")
     p.add_argument("--yes", "-y", action="store_true", help="do not ask")
     p.add_argument("--json", action="store_true", help="print JSON")
@@ -264,12 +279,12 @@ def add_parsers(sub: Any) -> None:
                                    "another worker, and the worker exits. Waits up to --wait seconds for the "
                                    "targets to go and reports each.")
     target = p.add_mutually_exclusive_group(required=True)
-    target.add_argument("--host", metavar="H", help="every live worker on host H")
-    target.add_argument("--worker", metavar="WORKER_ID", help="one worker, by its id or a unique prefix of it "
-                                                              "(as status shows)")
+    target.add_argument("--host", metavar="H", type=non_empty, help="every live worker on host H")
+    target.add_argument("--worker", metavar="WORKER_ID", type=non_empty,
+                        help="one worker, by its id or a unique prefix of it (as status shows)")
     target.add_argument("--all", action="store_true", help="every live worker")
     p.add_argument("--now", action="store_true", help="do not wait for the current task: kill it and requeue it")
-    p.add_argument("--wait", type=_non_negative, default=60.0, metavar="S",
+    p.add_argument("--wait", type=non_negative_seconds, default=60.0, metavar="S",
                    help="seconds to wait for the workers to go (default 60; 0 returns at once)")
     p.add_argument("--json", action="store_true", help="print JSON")
     p.set_defaults(handler=cmd_shutdown)
@@ -278,8 +293,9 @@ def add_parsers(sub: Any) -> None:
                        description="Revoke a task: a queued or delayed one never runs, and a monitor waiting "
                                    "on it gets a TaskRevoked failure at once. A running one keeps running "
                                    "(its result is discarded) unless --terminate, which kills its child. An "
-                                   "unknown or finished id changes nothing and exits 6 or 7.")
-    p.add_argument("message_id", metavar="MESSAGE_ID")
+                                   f"unknown id changes nothing and exits {RET_NOT_FOUND}; a finished one "
+                                   f"changes nothing and exits {RET_FINISHED}.")
+    p.add_argument("message_id", metavar="MESSAGE_ID", type=non_empty)
     p.add_argument("--terminate", action="store_true", help="kill the task's child if it is running")
     p.add_argument("--json", action="store_true", help="print JSON")
     p.set_defaults(handler=cmd_revoke)
@@ -292,18 +308,8 @@ def add_parsers(sub: Any) -> None:
     q.add_argument("--json", action="store_true", help="print JSON")
     q.set_defaults(handler=cmd_locks_list)
     q = locks_sub.add_parser("clear", help="remove a lock whose owner is dead, or every such lock (--stale)")
-    q.add_argument("name", nargs="?", metavar="NAME", help="the lock's name (as locks list shows it)")
+    q.add_argument("name", nargs="?", metavar="NAME", type=non_empty, help="the lock's name (as locks list shows it)")
     q.add_argument("--stale", action="store_true", help="every lock whose owner is dead")
     q.add_argument("--force", action="store_true", help="remove NAME even though its owner is alive")
     q.add_argument("--json", action="store_true", help="print JSON")
     q.set_defaults(handler=cmd_locks_clear)
-
-
-def _non_negative(text: str) -> float:
-    try:
-        value = float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"{text!r} is not a number") from None
-    if value < 0:
-        raise argparse.ArgumentTypeError("must be 0 or more")
-    return value

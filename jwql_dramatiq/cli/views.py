@@ -9,7 +9,7 @@ from typing import Any
 from ..broker.control import WorkerInfo, list_workers
 from ..broker.states import ALL_STATES, TaskState, get_task_state, list_tasks
 from ..config import check_transfer_dir
-from ._common import RET_FAIL, RET_NOT_FOUND, RET_OK, Context, clock, seconds, table
+from ._common import RET_FAIL, RET_NOT_FOUND, RET_OK, Context, clock, non_empty, seconds, table
 
 
 def visible_workers(workers: list[WorkerInfo], show_all: bool) -> list[WorkerInfo]:
@@ -211,7 +211,7 @@ def cmd_tasks(ctx: Context, args: argparse.Namespace) -> int:
     int
         The exit code (RET_OK, or RET_NOT_FOUND for an unknown id).
     """
-    if args.message_id:
+    if args.message_id is not None:
         state = get_task_state(args.message_id, ctx.client, ctx.namespace)
         if state is None:
             if args.json:
@@ -256,7 +256,7 @@ def add_parsers(sub: Any) -> None:
     p = sub.add_parser("tasks", help="recent task states, or one task's",
                        description="List recent task states (queued, scheduled, running, succeeded, failed, "
                                    "purged, revoked), newest first, or show one task in full.")
-    p.add_argument("message_id", nargs="?", metavar="MESSAGE_ID", help="show this task only")
+    p.add_argument("message_id", nargs="?", metavar="MESSAGE_ID", type=non_empty, help="show this task only")
     p.add_argument("--state", action="append", choices=ALL_STATES, help="only tasks in this state (repeatable)")
     p.add_argument("--limit", type=_positive_int, default=20, help="most tasks listed (default 20)")
     p.add_argument("--json", action="store_true", help="print JSON")

@@ -17,7 +17,7 @@ from typing import Any
 from ..broker.control import list_workers
 from ..config import CONFIG_ENV, Config
 from ..config import HOSTNAME_ENV, worker_hostname
-from ._common import RET_FAIL, RET_OK, RET_PIDFILE, RET_USAGE, CommandError, Context
+from ._common import RET_FAIL, RET_OK, RET_PIDFILE, RET_USAGE, CommandError, Context, non_negative_seconds
 
 #: Added to the longest task time limit to make the graceful-stop bound, in seconds: a stop
 #: then lets any task finish (the hard limit kills it first) before Dramatiq gives up waiting.
@@ -93,12 +93,14 @@ def check_pid_file(path: str) -> str | None:
     Raises
     ------
     CommandError
-        ``RET_PIDFILE`` when a live worker holds the pid file, or it holds no pid.
+        ``RET_PIDFILE`` when a live worker holds the pid file, it holds no pid, or it cannot be read.
     """
     try:
         text = Path(path).read_text().strip()
     except FileNotFoundError:
         return None
+    except OSError as e:  # e.g. a file in its path is not a directory, or no permission
+        raise CommandError(f"pid file {path} cannot be read: {_reason(e)}", RET_PIDFILE) from None
     try:
         pid = int(text)
     except ValueError:
@@ -107,8 +109,54 @@ def check_pid_file(path: str) -> str | None:
     if pid != os.getpid() and process_alive(pid) and _is_worker(pid):
         raise CommandError(f"a worker is already running with pid {pid} (pid file {path}); "
                            f"stop it first (jwql-dramatiq shutdown --host ...)", RET_PIDFILE)
-    os.remove(path)
+    try:
+        os.remove(path)
+    except FileNotFoundError:  # gone meanwhile: as good as removed
+        pass
+    except OSError as e:
+        raise CommandError(f"stale pid file {path} cannot be removed: {_reason(e)}", RET_PIDFILE) from None
     return f"removed stale pid file {path} (pid {pid} is not running)"
+
+
+def _reason(error: OSError) -> str:
+    """The OS's words for ``error`` ("Not a directory"), without the errno and path Python adds."""
+    return error.strerror or str(error)
+
+
+def check_writable(path: str, what: str, keep: bool) -> None:
+    """Make ``path``'s directory and check that ``path`` can be created, before the worker starts.
+
+    A log file is opened for appending, as the worker will, and kept; a pid file (which
+    :func:`check_pid_file` has just found absent or removed) is created and removed again, so the
+    worker finds none.
+
+    Raises
+    ------
+    CommandError
+        ``RET_PIDFILE``, naming ``what``, ``path`` and the OS's reason: like a pid file that cannot be
+        written (the table's meaning for 4), a log file that cannot be written fails again at every
+        start, so a supervisor must not restart on it.
+    """
+    def refuse(reason: str) -> CommandError:
+        return CommandError(f"{what} {path} cannot be written: {reason}", RET_PIDFILE)
+
+    try:
+        os.makedirs(os.path.dirname(path), exist_ok=True)
+    except FileExistsError as e:  # makedirs' error when a part of the path is a file
+        raise refuse(f"{e.filename} is not a directory") from None
+    except OSError as e:
+        raise refuse(f"cannot make directory {e.filename}: {_reason(e)}") from None
+    try:
+        if keep:
+            os.close(os.open(path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o644))
+        else:
+            try:
+                os.close(os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644))
+            except FileExistsError:  # appeared meanwhile: Dramatiq's own pid file check decides
+                return
+            os.remove(path)
+    except OSError as e:
+        raise refuse(_reason(e)) from None
 
 
 def cmd_worker(ctx: Context, args: argparse.Namespace) -> int:
@@ -135,10 +183,12 @@ def cmd_worker(ctx: Context, args: argparse.Namespace) -> int:
     note = check_pid_file(pid_path)
     if note:
         print(f"jwql-dramatiq: {note}", file=sys.stderr)
-    ctx.client  # noqa: B018 -- fail now, in one line, if Redis is unreachable
-    os.makedirs(os.path.dirname(pid_path), exist_ok=True)
+    # The files first: a path that cannot be written fails the same way at every start (the table's
+    # no-restart RET_PIDFILE), which matters more to a supervisor than a Redis outage that may pass.
+    check_writable(pid_path, "pid file", keep=False)
     if log_path is not None:
-        os.makedirs(os.path.dirname(log_path), exist_ok=True)
+        check_writable(log_path, "log file", keep=True)
+    ctx.client  # noqa: B018 -- fail now, in one line, if Redis is unreachable
     extra = list(args.dramatiq_args or [])
     if extra and extra[0] == "--":
         extra = extra[1:]
@@ -238,7 +288,7 @@ def add_parser(sub: Any) -> None:
                    help="default <log_dir>/jwql_dramatiq_<host>.log; '-' for stderr (foreground only)")
     p.add_argument("--hostname", metavar="NAME",
                    help=f"the host name this worker reports (sets ${HOSTNAME_ENV}; default the machine's)")
-    p.add_argument("--wait", type=float, default=300.0, metavar="S",
+    p.add_argument("--wait", type=non_negative_seconds, default=300.0, metavar="S",
                    help="with --detach: seconds to wait for the worker to come up (default 300)")
     p.add_argument("dramatiq_args", nargs=argparse.REMAINDER, metavar="-- DRAMATIQ_ARGS",
                    help="extra arguments for dramatiq, e.g. -- --verbose")
