@@ -16,7 +16,14 @@ Every queue ``Q`` (and its delay queue ``Q.DQ``) under the namespace ``<ns>`` us
 - ``<ns>:__heartbeats__``: a sorted set, worker id -> its last heartbeat (ms);
 - ``<ns>:__wake__.Q``: a short list an idle consumer of ``Q`` blocks on, pushed by every send;
 - ``<ns>:revoked``: revoked message ids, and purged delayed ones a worker holds in memory (see
-  :mod:`jwql_dramatiq.broker.revoke`).
+  :mod:`jwql_dramatiq.broker.revoke`);
+- ``<ns>:__purging__.Q.<purge id>`` (and ``+ ".P<p>"`` for a priority list): a purge's holding
+  list. A purge renames each waiting list of ``Q`` to one (``purge_take.lua``), then fails its ids
+  chunk by chunk, each chunk popping its ids off the head in the same script (``purge.lua``), so an
+  interrupted purge leaves exactly the ids it has not failed; the list is gone once empty;
+- ``<ns>:__purging__``: a hash, holding list -> its queue's name (``Q`` or ``Q.DQ``), written and
+  cleared in the same scripts, so that the next purge finishes an interrupted one and ``status``
+  counts the held ids as still waiting (see :mod:`jwql_dramatiq.broker.admin`).
 
 The names are Dramatiq's Redis layout, kept so that queues written by an earlier release (or
 read by Dramatiq's own tools) stay readable; the scripts that write them are ours
@@ -31,8 +38,9 @@ from dramatiq.common import dq_name, q_name
 #: tokens only cause a spare fetch).
 WAKE_LIST_MAX = 64
 
-__all__ = ["WAKE_LIST_MAX", "dead_letters_key", "delay_queue_name", "heartbeats_key", "held_key", "levels_key",
-           "messages_key", "priority_queue_key", "queue_key", "revoked_key", "waiting_list_keys", "queue_name_of", "wake_key"]
+__all__ = ["WAKE_LIST_MAX", "dead_letters_key", "delay_queue_name", "heartbeats_key", "held_key", "holding_key",
+           "levels_key", "messages_key", "priority_queue_key", "purging_key", "queue_key", "revoked_key",
+           "waiting_list_keys", "queue_name_of", "wake_key"]
 
 
 def queue_name_of(queue_name: str) -> str:
@@ -73,6 +81,20 @@ def messages_key(namespace: str, queue_name: str) -> str:
 def dead_letters_key(namespace: str, queue_name: str) -> str:
     """The dead-letter sorted set of ``queue_name``'s canonical queue; its payloads are under ``+ ".msgs"``."""
     return f"{namespace}:{q_name(queue_name)}.XQ"
+
+
+def purging_key(namespace: str) -> str:
+    """The hash of the purges' holding lists still to finish (holding list key -> its queue's name)."""
+    return f"{namespace}:__purging__"
+
+
+def holding_key(namespace: str, queue_name: str, purge_id: str) -> str:
+    """The list purge ``purge_id`` holds ``queue_name``'s priority-0 waiting ids in until it has failed them.
+
+    The ids of the priority ``p`` list ``<ns>:Q.P<p>`` go to this key plus ``".P<p>"`` (named so by
+    ``purge_take.lua``, as ``fetch.lua`` names the priority lists).
+    """
+    return f"{purging_key(namespace)}.{queue_name}.{purge_id}"
 
 
 def held_key(namespace: str, worker_id: str, queue_name: str) -> str:

@@ -24,6 +24,8 @@ SETTLE = LuaScript(__name__, "settle.lua", includes=(SETTLE_LIBRARY,))
 STORE_RESULT = LuaScript(__name__, "store_result.lua", includes=(STORE_RESULT_LIBRARY,))
 #: purge.lua: fail a chunk of taken messages as purged, waking their waiters (see its header).
 PURGE = LuaScript(__name__, "purge.lua", includes=(STATE_LIBRARY, STORE_RESULT_LIBRARY))
+#: purge_take.lua: take a queue's waiting lists into holding lists that purge.lua empties (see its header).
+PURGE_TAKE = LuaScript(__name__, "purge_take.lua")
 #: sweep.lua: requeue dead workers' unacked messages and expire dead letters (see its header).
 SWEEP = LuaScript(__name__, "sweep.lua")
 #: task_state.lua: record a task's state and index it, in one round trip (see its header).
@@ -36,7 +38,7 @@ FINISH_PARTS = {TASK_STATE: "task_state", STORE_RESULT: "store_result", SETTLE: 
 
 
 #: Every script, for loading them all before a pipeline that runs several (see :func:`load_all`).
-ALL_SCRIPTS = (ENQUEUE, FETCH, FINISH, PURGE, SETTLE, STORE_RESULT, SWEEP, TASK_STATE)
+ALL_SCRIPTS = (ENQUEUE, FETCH, FINISH, PURGE, PURGE_TAKE, SETTLE, STORE_RESULT, SWEEP, TASK_STATE)
 
 
 def finish_call(parts) -> tuple[list, list]:
