@@ -133,7 +133,10 @@ def _exts(ext_or_exts, short_name: str) -> list[str]:
             asked = asked[short_name]
         except KeyError:
             raise BadInput(f"ext_or_exts is a dict with no entry for {short_name!r}") from None
-    exts = [asked] if isinstance(asked, str) else list(asked) if isinstance(asked, (list, tuple)) else None
+    try:
+        exts = [asked] if isinstance(asked, str) else list(asked)  # any iterable, as the original took
+    except TypeError:
+        exts = []
     if not exts or not all(isinstance(e, str) and e for e in exts):
         raise BadInput(f"ext_or_exts for {short_name!r} is {asked!r}: give a product name such as 'rate', "
                        f"a list of them, or 'all'")

@@ -28,6 +28,7 @@ def transfer_files(tmp_path: Path) -> list[Path]:
 @pytest.mark.parametrize("call, named", [
     (lambda f: run_parallel_pipeline([f], "uncal", 5, "nircam"), "ext_or_exts"),
     (lambda f: run_parallel_pipeline([f], "uncal", ["rate", None], "nircam"), "ext_or_exts"),
+    (lambda f: run_parallel_pipeline([f], "uncal", (e for e in ()), "nircam"), "ext_or_exts"),
     (lambda f: run_parallel_pipeline([f], "uncal", {"other_short_name": "rate"}, "nircam"),
      "no entry for 'jw09999001001_01101_00001_nrca1'"),
     (lambda f: run_parallel_pipeline([f], None, "rate", "nircam"), "in_ext None"),
