@@ -104,11 +104,13 @@ def send_mixed(broker, ready: int, low: int, delayed: int) -> tuple[list, list, 
 class Waiters:
     """Threads blocked on messages' results, as monitors are; records what each got."""
 
-    def __init__(self, messages) -> None:
+    def __init__(self, messages, redis_client) -> None:
         self.got: dict[str, BaseException | None] = {}
         self.threads = [threading.Thread(target=self._wait, args=(m,), daemon=True) for m in messages]
         for thread in self.threads:
             thread.start()
+        wait_for(lambda: sum(c["cmd"] in ("brpoplpush", "blmove") for c in redis_client.client_list())
+                 >= len(self.threads), 10, "every waiter to block")
 
     def _wait(self, message) -> None:
         try:
@@ -136,9 +138,7 @@ def test_a_purge_killed_after_taking_the_lists_is_finished_by_the_next(broker, m
     config = make_config()
     ready, low, delayed = send_mixed(broker, 5, 2, 1)
     everything = ready + low + delayed
-    waiters = Waiters(everything)
-    wait_for(lambda: sum(c["cmd"] in ("brpoplpush", "blmove") for c in redis_client.client_list()) >= 8, 10,
-             "every waiter to block")
+    waiters = Waiters(everything, redis_client)
 
     # When a purge is killed once it has taken the lists, before its first chunk
     kill_purge_at(config, tmp_path, chunk=2, after_chunks=0)
@@ -171,9 +171,7 @@ def test_a_purge_killed_between_chunks_leaves_exactly_the_rest_to_the_next(broke
     config = make_config()
     ready, low, delayed = send_mixed(broker, 10, 2, 2)
     everything = ready + low + delayed
-    waiters = Waiters(everything)
-    wait_for(lambda: sum(c["cmd"] in ("brpoplpush", "blmove") for c in redis_client.client_list()) >= 14, 10,
-             "every waiter to block")
+    waiters = Waiters(everything, redis_client)
 
     # When a purge in chunks of 3 is killed after its second chunk
     kill_purge_at(config, tmp_path, chunk=3, after_chunks=2)
@@ -200,9 +198,7 @@ def test_a_purge_killed_in_the_delay_queue_leaves_the_rest_to_the_next(broker, m
     # Given a ready message and 3 delayed ones, each with a waiter
     config = make_config()
     ready, _, delayed = send_mixed(broker, 1, 0, 3)
-    waiters = Waiters(ready + delayed)
-    wait_for(lambda: sum(c["cmd"] in ("brpoplpush", "blmove") for c in redis_client.client_list()) >= 4, 10,
-             "every waiter to block")
+    waiters = Waiters(ready + delayed, redis_client)
 
     # When a purge one message at a time is killed after the ready one and the first delayed one
     kill_purge_at(config, tmp_path, chunk=1, after_chunks=2)
