@@ -28,9 +28,6 @@ BLOCKING_SLICE_S = 5.0
 # The process's default config and client (see shared()); set by the broker's setup, else built lazily.
 _shared: "tuple[Config, redis.Redis] | None" = None
 _shared_lock = threading.Lock()
-#: Attribute :func:`make_redis` sets on a client: ``(config file, key that chose the database)``,
-#: so :func:`check_redis` can blame them when the server has no such database.
-DB_SOURCE_ATTRIBUTE = "_jwql_dramatiq_db_source"
 #: The reply of a Redis server to ``SELECT`` with a database number beyond its ``databases``.
 DB_OUT_OF_RANGE = "DB index is out of range"
 
@@ -58,8 +55,6 @@ def make_redis(config: Config) -> redis.Redis:
     else:
         client = redis.Redis.from_url(config.url, socket_connect_timeout=CONNECT_TIMEOUT_S,
                                       socket_timeout=SOCKET_TIMEOUT_S, health_check_interval=30)
-    # the database comes from the URL when there is one (Config.url ignores redis_db then)
-    setattr(client, DB_SOURCE_ATTRIBUTE, (config.path, "redis_url" if config.redis_url else "redis_db"))
     return set_wait(client, config.wait_replicas, config.redis_wait_ms)
 
 
@@ -107,14 +102,16 @@ def get_redis(config: Config | None = None) -> redis.Redis:
     return make_redis(config) if config is not None else shared()[1]
 
 
-def check_redis(client: redis.Redis, address: str) -> None:
+def check_redis(client: redis.Redis, config: Config) -> None:
     """Ping Redis once and turn a failure to reach or log in into :class:`RedisUnavailable`.
 
     Parameters
     ----------
     client : redis.Redis
-    address : str
-        ``host:port`` for the message, without credentials.
+        A client for ``config``'s Redis.
+    config : Config
+        Its config: the address for messages (without credentials), and the file and key a
+        database the server does not have is blamed on.
 
     Raises
     ------
@@ -128,34 +125,35 @@ def check_redis(client: redis.Redis, address: str) -> None:
     try:
         client.ping()
     except (redis.ConnectionError, redis.TimeoutError, redis.AuthenticationWrongNumberOfArgsError, OSError) as e:
-        raise redis_unavailable(e, address=address, client=client) from None
+        raise redis_unavailable(e, address=config.redis_address, client=client) from None
     except redis.ResponseError as e:  # SELECT, sent on connecting, is the only command with a bad-config reply
         if DB_OUT_OF_RANGE not in str(e):
             raise
-        raise db_out_of_range(client, address) from None
+        raise db_out_of_range(client, config) from None
 
 
-def db_out_of_range(client: redis.Redis, address: str) -> ConfigError:
+def db_out_of_range(client: redis.Redis, config: Config) -> ConfigError:
     """The bad-config error for a database number the server does not have, naming its limit.
 
     Parameters
     ----------
     client : redis.Redis
-        The client whose ``SELECT`` was refused (from :func:`make_redis`: it names the file and key).
-    address : str
-        ``host:port`` for the message, without credentials.
+        The client whose ``SELECT`` was refused.
+    config : Config
+        Its config: the file, and the key that chose the database (``redis_url`` when there is
+        one, since :attr:`Config.url` ignores ``redis_db`` then).
 
     Returns
     -------
     ConfigError
         "database 99 does not exist on Redis at host:port, which has databases 0-15 ...".
     """
-    path, key = getattr(client, DB_SOURCE_ATTRIBUTE, ("the Redis client", "db"))
+    key = "redis_url" if config.redis_url else "redis_db"
     db = client.connection_pool.connection_kwargs.get("db")
     count = _database_count(client)
     has = (f"which has databases 0-{count - 1} (its 'databases' setting is {count})" if count
            else "which has fewer databases (see 'databases' in its redis.conf)")
-    return ConfigError(path, key, f"database {db} does not exist on Redis at {address}, {has}")
+    return ConfigError(config.path, key, f"database {db} does not exist on Redis at {config.redis_address}, {has}")
 
 
 def _database_count(client: redis.Redis) -> int | None:

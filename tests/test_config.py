@@ -266,7 +266,7 @@ def test_unreachable_sentinels_give_one_line_naming_every_address(tmp_path):
     config = load_config(write(tmp_path, {"redis_sentinels": addresses, "transfer_dir": "/t"}), environ={})
     client = make_redis(config)
     with pytest.raises(RedisUnavailable) as e:
-        check_redis(client, config.redis_address)
+        check_redis(client, config)
     message = str(e.value)
     assert "\n" not in message and "no sentinel gave a master 'jwql'" in message
     assert all(message.count(a) >= 2 for a in addresses), message  # in the address, and in what each said
@@ -368,7 +368,7 @@ def test_database_beyond_the_servers_databases_is_a_config_error_naming_the_limi
     client = make_redis(config)
     try:
         with pytest.raises(ConfigError) as info:
-            check_redis(client, config.redis_address)
+            check_redis(client, config)
     finally:
         client.close()
     assert info.value.key == "redis_db" and str(path) in str(info.value)
@@ -383,7 +383,7 @@ def test_database_out_of_range_in_a_redis_url_names_redis_url(tmp_path, redis_se
     client = make_redis(config)
     try:
         with pytest.raises(ConfigError, match=r"key 'redis_url': database 16 does not exist .* databases 0-15"):
-            check_redis(client, config.redis_address)
+            check_redis(client, config)
     finally:
         client.close()
 

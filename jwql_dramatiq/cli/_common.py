@@ -78,7 +78,7 @@ class Context:
 
             broker = build_broker(self.config, declare_actors=False)
             try:
-                check_redis(broker.client, self.config.redis_address)
+                check_redis(broker.client, self.config)
             except RedisUnavailable:
                 broker.close()
                 raise

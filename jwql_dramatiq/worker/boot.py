@@ -157,7 +157,7 @@ def boot_worker(broker) -> BootedWorker:
         importlib.import_module(module)
     booted = BootedWorker(executor=_start_executor(broker, config))
     try:
-        check_redis(broker.client, config.redis_address)
+        check_redis(broker.client, config)
     except RedisAuthFailed as e:
         booted.close()
         raise WorkerRedisAuthFailed(e.address, e.reason, e.username) from None
