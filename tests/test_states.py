@@ -224,45 +224,38 @@ def test_a_retried_failure_keeps_its_attempt_figures_until_the_retry_runs(make_c
     assert final.state == "succeeded" and float(final.details["memory_peak_mib"]) > 0, final.details
 
 
-def test_a_first_send_records_the_whole_queued_state_in_its_own_script(broker, monkeypatch):
-    # Given the monitor's broker, an index trimmed on every first send, and one task already listed
+def test_a_delayed_first_send_records_the_whole_scheduled_state_in_its_own_script(broker, monkeypatch):
+    # Given the monitor's broker and an index trimmed on every first record
     from tests.actors_for_tests import fail_with
 
     monkeypatch.setattr(states, "INDEX_TRIM_EVERY", 1)
     monkeypatch.setattr(states, "INDEX_MAX", 2)
     client = broker.client
-    older = fail_with.send("OSError", "older")
 
-    # When a task is sent at once and another with a delay
+    # When a task is sent with a delay
     before_s = time.time()
-    now = fail_with.send("ValueError", "jw01_uncal.fits")
     later = fail_with.send_with_options(args=("KeyError", "jw02_uncal.fits"), delay=60_000)
 
-    # Then each has its full record from the send's one script, as a retried send would write it
-    for message, state, eta in ((now, "queued", None), (later, "scheduled", later.options["eta"])):
-        record = get_task_state(message.message_id, client, NS)
-        assert (record.state, record.actor, record.queue) == (state, "fail_with", broker.jwql_config.queue_name)
-        assert record.details["redis_id"] == message.options["redis_message_id"]
-        assert record.details["input_file"] == message.args[0]  # the first string argument
-        assert record.details["arguments"] == states.described_arguments(message)["arguments"]
-        assert before_s - 1 <= float(record.details["enqueued_at"]) == record.updated_at <= time.time() + 1
-        assert record.details.get("eta") == (None if eta is None else str(eta))
-        ttl_ms = client.pttl(states.task_key(NS, message.message_id))
-        assert 0 < ttl_ms <= broker.jwql_config.result_ttl_s * 1000
-    # And the index keeps the newest INDEX_MAX
-    assert [t.message_id for t in list_tasks(10, client, NS)] == [later.message_id, now.message_id]
-    assert get_task_state(older.message_id, client, NS).state == "queued"  # trimmed from the index only
+    # Then it has its full record from the send's one script, as a retried send would write it
+    record = get_task_state(later.message_id, client, NS)
+    assert (record.state, record.actor, record.queue) == ("scheduled", "fail_with", broker.jwql_config.queue_name)
+    assert record.details["redis_id"] == later.options["redis_message_id"] != later.message_id
+    assert record.details["input_file"] == later.args[0]  # the first string argument
+    assert record.details["arguments"] == states.described_arguments(later)["arguments"]
+    assert before_s - 1 <= float(record.details["enqueued_at"]) == record.updated_at <= time.time() + 1
+    assert record.details["eta"] == str(later.options["eta"])
+    assert 0 < client.pttl(states.task_key(NS, later.message_id)) <= broker.jwql_config.result_ttl_s * 1000
 
 
-def test_a_first_send_trims_the_index_once_in_index_trim_every(broker, monkeypatch):
-    # Given an index of at most 2 entries, trimmed by one first send in 4
+def test_a_delayed_first_send_trims_the_index_once_in_index_trim_every(broker, monkeypatch):
+    # Given an index of at most 2 entries, trimmed by one first record in 4
     from tests.actors_for_tests import fail_with
 
     monkeypatch.setattr(states, "INDEX_TRIM_EVERY", 4)
     monkeypatch.setattr(states, "INDEX_MAX", 2)
     sizes = []
     for i in range(9):
-        fail_with.send("E", str(i))
+        fail_with.send_with_options(args=("E", str(i)), delay=60_000)
         sizes.append(broker.client.zcard(states.index_key(NS)))
     # Then it is trimmed by the 1st, 5th and 9th, and grows by at most 3 entries in between
     assert sizes == [1, 2, 3, 4, 2, 3, 4, 5, 2]

@@ -263,3 +263,22 @@ def test_a_finished_task_keeps_its_arguments_and_is_found_by_its_input_file(brok
     assert listing.status_code == 200 and message.message_id in listing.text
     assert detail.status_code == 200 and "task-a" in detail.text and "products-of-jw01234" in detail.text
     assert re.search(r"<td>\d+(\.\d)? MiB</td>", overview.text), overview.text
+
+
+@pytest.mark.timeout(60)
+def test_a_task_waiting_since_its_first_send_is_listed_found_and_shown(broker, make_config, web, tmp_path):
+    # Given a task sent with no worker running: it has no record, only its waiting message
+    server = web(make_config())
+    message = t.write_product.send(str(tmp_path / "waiting-jw05678"), "web-test:executions", "task-w", 0.05)
+    assert broker.client.exists(f"{NS}:task:{message.message_id}") == 0
+    # When the operator lists tasks, filters queued ones by input file, and opens it
+    listing = httpx.get(server.url + "/tasks", timeout=10)
+    found = httpx.get(server.url + "/tasks", params={"state": "queued", "text": "waiting-jw05678"}, timeout=10)
+    other = httpx.get(server.url + "/tasks", params={"state": "running"}, timeout=10)
+    detail = httpx.get(f"{server.url}/tasks/{message.message_id}", timeout=10)
+    # Then it is listed as queued, found by its input file, and its page shows its arguments
+    assert listing.status_code == found.status_code == 200
+    assert message.message_id in listing.text and message.message_id in found.text
+    assert message.message_id not in other.text
+    assert detail.status_code == 200 and "queued" in detail.text and "task-w" in detail.text
+    assert f"/confirm/revoke?message_id={message.message_id}" in listing.text

@@ -61,12 +61,7 @@ def known_queues(broker) -> list[str]:
     """
     client, ns = broker.client, broker.jwql_config.namespace
     names = {q_name(q) for q in broker.get_declared_queues()} | {broker.jwql_config.queue_name}
-    escaped = "".join("\\" + c if c in "*?[]\\" else c for c in ns)
-    prefix = f"{ns}:"
-    for key in client.scan_iter(match=f"{escaped}:*.msgs", count=1000):
-        name = key.decode(errors="replace")[len(prefix):-len(".msgs")]
-        if ":" not in name:  # not some other key family of this namespace
-            names.add(q_name(name[:-3] if name.endswith(".XQ") else name))
+    names |= {q_name(name[:-3] if name.endswith(".XQ") else name) for name in keys.queues_in_redis(client, ns)}
     return sorted(names)
 
 

@@ -7,7 +7,11 @@ Every queue ``Q`` (and its delay queue ``Q.DQ``) under the namespace ``<ns>`` us
 - ``<ns>:Q.P<p>``: the same for actors of another priority ``p`` (lower runs first, as in
   Dramatiq), and ``<ns>:Q.levels``, a sorted set of the priorities in use (member ``P<p>``,
   score ``p``), so that a fetch takes the highest-priority message waiting;
-- ``<ns>:Q.msgs``: a hash, Redis message id -> JSON payload, kept until the message is settled;
+- ``<ns>:Q.msgs``: a hash, Redis message id -> JSON payload, kept until the message is settled.
+  A message's first send uses its Dramatiq message id as its Redis id, so that a task still
+  waiting is found by its message id without a record of its own (see
+  :mod:`jwql_dramatiq.broker.waiting_messages`); a retry, a delayed message falling due and a
+  repeated send get a fresh UUID;
 - ``<ns>:Q.XQ`` and ``<ns>:Q.XQ.msgs``: the dead letters (a sorted set by time, and their
   payloads); a delay queue shares its queue's;
 - ``<ns>:__acks__.W.Q``: the ids worker ``W`` has fetched from ``Q`` and not yet settled. They
@@ -39,8 +43,8 @@ from dramatiq.common import dq_name, q_name
 WAKE_LIST_MAX = 64
 
 __all__ = ["WAKE_LIST_MAX", "dead_letters_key", "delay_queue_name", "heartbeats_key", "held_key", "holding_key",
-           "levels_key", "messages_key", "priority_queue_key", "purging_key", "queue_key", "revoked_key",
-           "waiting_list_keys", "queue_name_of", "wake_key"]
+           "levels_key", "messages_key", "priority_queue_key", "purging_key", "queue_key", "queues_in_redis",
+           "revoked_key", "waiting_list_keys", "queue_name_of", "wake_key"]
 
 
 def queue_name_of(queue_name: str) -> str:
@@ -122,3 +126,21 @@ def waiting_list_keys(client, namespace: str, queue_name: str) -> list[str]:
     """
     levels = client.zrange(levels_key(namespace, queue_name), 0, -1)
     return [queue_key(namespace, queue_name)] + [f"{queue_key(namespace, queue_name)}.{m.decode()}" for m in levels]
+
+
+def queues_in_redis(client, namespace: str) -> set[str]:
+    """The names of every queue with a payload hash in Redis (``Q``, ``Q.DQ``, ``Q.XQ``; SCAN, never KEYS).
+
+    Raises
+    ------
+    redis.RedisError
+        As raised by the client.
+    """
+    escaped = "".join("\\" + c if c in "*?[]\\" else c for c in namespace)
+    prefix = f"{namespace}:"
+    names = set()
+    for key in client.scan_iter(match=f"{escaped}:*.msgs", count=1000):
+        name = (key.decode(errors="replace") if isinstance(key, bytes) else key)[len(prefix):-len(".msgs")]
+        if ":" not in name:  # not some other key family of this namespace
+            names.add(name)
+    return names

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import threading
 import time
 import uuid
 from typing import Any
@@ -23,17 +24,22 @@ from .states import QUEUED, SCHEDULED, task_key
 #: How long dead-lettered messages are kept, in ms (Dramatiq's default: 7 days).
 DEAD_MESSAGE_TTL_MS = 7 * 86_400_000
 _NOT_LOOKED_UP = object()  # the broker's state recorder before its first send looks it up
+#: Message ids of first sends a broker remembers, so that the same message sent again gets a fresh
+#: Redis id (and a record) instead of being taken for a repeat of the first send's script.
+FIRST_SENDS_REMEMBERED = 16_384
 
 
 class JwqlRedisBroker(dramatiq.Broker):
     """A Redis broker written on Dramatiq's public :class:`dramatiq.Broker` API, with scripts of its own.
 
-    - A send is one round trip and one script (``enqueue.lua``): the payload, the queue, a wake-up
-      token for an idle consumer and the task's "queued" state, which a middleware supplies
-      through an ``enqueue_state(broker, message, delay)`` hook returning ``task_state.lua``'s
-      KEYS and ARGV, or, for a message's first send, a ``first_enqueue_state(message, delay)``
-      hook returning a shorter form (plus ``WAIT`` and its checks, in the same pipeline, when
-      the client waits for replicas).
+    - A send is one round trip and one script (``enqueue.lua``): the payload, the queue and a
+      wake-up token for an idle consumer. A message's first send to a ready queue records no
+      state (its Redis id is its message id, by which :mod:`~jwql_dramatiq.broker.states` finds
+      the waiting task); any other send also records the task's "queued" or "scheduled" state,
+      which a middleware supplies through an ``enqueue_state(broker, message, delay)`` hook
+      returning ``task_state.lua``'s KEYS and ARGV, or, for a delayed first send, a
+      ``first_enqueue_state(message, delay)`` hook returning a shorter form (plus ``WAIT`` and
+      its checks, in the same pipeline, when the client waits for replicas).
     - Consumers (:class:`~jwql_dramatiq.broker.consumer.WakingConsumer`) fetch with ``fetch.lua``, which
       records the worker's heartbeat; the ids they take are held on that heartbeat's lease until
       ``settle.lua`` acks, dead-letters or requeues them, or the sweeper (``sweep.lua``, the one
@@ -71,6 +77,8 @@ class JwqlRedisBroker(dramatiq.Broker):
         # and the middleware that records states (reset by add_middleware).
         self._enqueue_keys: dict[tuple[str, int], list[str]] = {}
         self._recorder: Any = _NOT_LOOKED_UP
+        self._first_sent: dict[str, None] = {}  # insertion-ordered: the oldest is dropped first
+        self._first_sent_lock = threading.Lock()
         self._as_error = _UnavailableAsError(self)
 
     # -- dramatiq.Broker ---------------------------------------------------------------------------
@@ -124,13 +132,23 @@ class JwqlRedisBroker(dramatiq.Broker):
         """
         queue_name = message.queue_name
         unsent = "redis_message_id" not in message.options  # not a retry, nor a delayed message falling due
-        message = message.copy(options={"redis_message_id": str(uuid.uuid4())})
+        replicas, wait_ms = wait_settings(self.client)
+        # A first send to a ready queue records no state: its Redis id is its message id, by which
+        # the waiting task is found (waiting_messages). A message sent again by this process (the
+        # same Message object) gets a fresh id and a record, as does everything under WAIT (a send
+        # that raised ReplicaTimeout may be repeated).
+        recorded = not unsent or delay is not None or replicas > 0 or message.message_id in self._first_sent
+        if not recorded:
+            with self._first_sent_lock:
+                self._first_sent[message.message_id] = None
+                if len(self._first_sent) > FIRST_SENDS_REMEMBERED:
+                    del self._first_sent[next(iter(self._first_sent))]
+        message = message.copy(options={"redis_message_id": str(uuid.uuid4()) if recorded else message.message_id})
         if delay is not None:
             queue_name = dq_name(queue_name)
             message = message.copy(queue_name=queue_name, options={"eta": current_millis() + delay})
         self.emit_before("enqueue", message, delay)
         redis_id = message.options["redis_message_id"]
-        replicas, wait_ms = wait_settings(self.client)
 
         actor = self.actors.get(message.actor_name)
         priority = int(actor.priority) if actor is not None and delay is None else 0  # delays are ordered by eta
@@ -144,13 +162,13 @@ class JwqlRedisBroker(dramatiq.Broker):
         script_keys = list(queue_keys)
         # now in ms with its fraction: the state's times and the listing order keep sub-ms precision
         script_args = [redis_id, message.encode(), time.time() * 1000, keys.WAKE_LIST_MAX, priority]
-        # The task's "queued" state, written by the same script. A first send writes it unread,
-        # except under WAIT: a send that raised ReplicaTimeout may be repeated, and must not undo
-        # what a worker recorded meanwhile.
+        # The task's "queued" or "scheduled" state, written by the same script: unread for a delayed
+        # first send, guarded otherwise (under WAIT, a repeated send must not undo what a worker
+        # recorded meanwhile).
         recorder = self._recorder
         if recorder is _NOT_LOOKED_UP:
             recorder = self._recorder = next((m for m in self.middleware if hasattr(m, "enqueue_state")), None)
-        if recorder is not None:
+        if recorder is not None and recorded:
             if unsent and replicas == 0 and hasattr(recorder, "first_enqueue_state"):
                 state_keys, state_args = recorder.first_enqueue_state(message, delay)
                 script_args.append("new")

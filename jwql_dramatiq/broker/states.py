@@ -11,8 +11,13 @@ A middleware records each change in one round trip (the ``task_state.lua`` scrip
   (trimmed to :data:`INDEX_MAX` entries; a sender trims it on one send in
   :data:`INDEX_TRIM_EVERY`, so it may hold that many more for a while).
 
-A message's first send records "queued" in ``enqueue.lua``, the script that queues it, without
-reading the record first: nothing can have written it before.
+A message's first send records nothing: the task is "queued" while its message waits, and
+:func:`get_task_state` and :func:`list_tasks` read that state from the message itself
+(:mod:`jwql_dramatiq.broker.waiting_messages`), so a send costs what stock Dramatiq's does. The
+worker's "running" is then the task's first record, and carries what the message told. A delayed
+first send records "scheduled" in ``enqueue.lua``, the script that queues it, without reading the
+record first: nothing can have written it before. A retry, a delayed message falling due and a
+task requeued from a dead worker record "queued".
 
 The script never moves a task out of a final state (a revoked task that goes on running does
 not become "succeeded"; a purged delayed message re-enqueued by a worker does not become
@@ -34,10 +39,12 @@ from typing import Any
 
 import redis
 from dramatiq.common import q_name
+from dramatiq.message import Message
 from dramatiq.middleware import Middleware, SkipMessage
 
 from ..config import worker_hostname
 from ..connection import shared
+from . import waiting_messages
 from .scripts import TASK_STATE
 
 #: The states a task goes through.
@@ -51,7 +58,7 @@ FINAL_STATES = frozenset({SUCCEEDED, FAILED, PURGED, REVOKED})
 ARGUMENTS_MAX_CHARS = 2000
 #: Most entries kept in the listing index.
 INDEX_MAX = 10_000
-#: A sender trims the listing index on one first enqueue in this many (a trim costs a command).
+#: A task's first record trims the listing index on one in this many (a trim costs a command).
 INDEX_TRIM_EVERY = 64
 #: Write modes of :func:`write_state`.
 MODES = ("guard", "enqueue", "force")
@@ -126,8 +133,11 @@ def write_state(client: redis.Redis, namespace: str, message_id: str, ttl_ms: in
 
 
 def state_call(namespace: str, message_id: str, ttl_ms: int, also: tuple[str, dict[str, Any]] | None = None,
-               mode: str = "guard", **fields: Any) -> tuple[list[Any], list[Any]]:
+               mode: str = "guard", trim_to: int | None = None, **fields: Any) -> tuple[list[Any], list[Any]]:
     """The KEYS and ARGV of ``task_state.lua`` for :func:`write_state` (to run it, or queue it on a pipeline).
+
+    ``trim_to`` is how many entries the listing index is trimmed to if the task is new to it
+    (default :data:`INDEX_MAX`; 0: not this time).
 
     Raises
     ------
@@ -138,7 +148,7 @@ def state_call(namespace: str, message_id: str, ttl_ms: int, also: tuple[str, di
         raise ValueError(f"mode must be one of {MODES}, got {mode!r}")
     task_fields = [x for k, v in fields.items() if v is not None for x in (k, _encode(v))]
     keys = [task_key(namespace, message_id), index_key(namespace)]
-    args: list[Any] = [message_id, time.time(), int(ttl_ms), INDEX_MAX, mode, len(task_fields) // 2, *task_fields]
+    args: list[Any] = [message_id, time.time(), int(ttl_ms), INDEX_MAX if trim_to is None else trim_to, mode, len(task_fields) // 2, *task_fields]
     if also is not None and also[1]:
         keys.append(also[0])
         args.extend(x for k, v in also[1].items() for x in (k, _encode(v)))
@@ -170,9 +180,19 @@ def _decode(message_id: str, raw: dict[bytes, bytes]) -> TaskState | None:
                      queue=data.pop("queue", ""), updated_at=float(data.pop("updated_at", 0) or 0), details=data)
 
 
+def waiting_state(message: Message) -> TaskState:
+    """The "queued" state of a task whose message waits since its first send, read from that message."""
+    enqueued_at = message.message_timestamp / 1000
+    return TaskState(message_id=message.message_id, state=QUEUED, actor=message.actor_name,
+                     queue=q_name(message.queue_name), updated_at=enqueued_at,
+                     details={"redis_id": message.message_id, "enqueued_at": f"{enqueued_at:.6f}",
+                              **described_arguments(message)})
+
+
 def get_task_state(message_id: str, client: redis.Redis | None = None,
                    namespace: str | None = None) -> TaskState | None:
-    """Return the recorded state of ``message_id``, or None if none is recorded (or it expired).
+    """Return the state of ``message_id``: its record, or "queued" while its first-sent message waits,
+    or None if neither exists (or the record expired).
 
     Parameters
     ----------
@@ -187,12 +207,17 @@ def get_task_state(message_id: str, client: redis.Redis | None = None,
     TaskState or None
     """
     client, namespace = _defaults(client, namespace)
-    return _decode(message_id, client.hgetall(task_key(namespace, message_id)))
+    recorded = _decode(message_id, client.hgetall(task_key(namespace, message_id)))
+    if recorded is not None:
+        return recorded
+    message = waiting_messages.find(client, namespace, message_id)
+    return waiting_state(message) if message is not None else None
 
 
 def list_tasks(limit: int = 50, client: redis.Redis | None = None, namespace: str | None = None,
                states: tuple[str, ...] | list[str] | None = None) -> list[TaskState]:
-    """Return the ``limit`` most recently changed tasks, newest first.
+    """Return the ``limit`` most recently changed tasks, newest first (those waiting since their first
+    send, which have no record, by their enqueue time).
 
     Parameters
     ----------
@@ -233,6 +258,9 @@ def list_tasks(limit: int = 50, client: redis.Redis | None = None, namespace: st
             client.zrem(index_key(namespace), *expired)
             start -= len(expired)
         start += len(ids)
+    if not wanted or QUEUED in wanted:
+        waiting = waiting_messages.newest(client, namespace, limit, lambda m: task_key(namespace, m))
+        found = sorted(found[:limit] + [waiting_state(m) for m in waiting], key=lambda t: t.updated_at, reverse=True)
     return found[:limit]
 
 
@@ -266,7 +294,7 @@ class TaskStates(Middleware):
         # A failed run's worker-record fields and last-attempt figures (the executor's), written with
         # the nack or the retry's enqueue.
         self._pending = threading.local()
-        self._first_enqueues = 0  # racy across threads, harmlessly: it only spaces the index trims
+        self._first_records = 0  # racy across threads, harmlessly: it only spaces the index trims
 
     @staticmethod
     def _run(broker, call: tuple[list[Any], list[Any]]) -> None:
@@ -279,11 +307,16 @@ class TaskStates(Middleware):
                **fields: Any) -> None:
         self._run(broker, self._call(message, worker_fields, mode, **fields))
 
-    def _call(self, message, worker_fields: dict[str, Any] | None, mode: str = "guard",
+    def _call(self, message, worker_fields: dict[str, Any] | None, mode: str = "guard", trim_to: int | None = None,
               **fields: Any) -> tuple[list[Any], list[Any]]:
         also = (self.control.key, worker_fields) if self.control is not None and worker_fields else None
-        return state_call(self.namespace, message.message_id, self.ttl_ms, also=also, mode=mode,
+        return state_call(self.namespace, message.message_id, self.ttl_ms, also=also, mode=mode, trim_to=trim_to,
                           actor=message.actor_name, queue=q_name(message.queue_name), **fields)
+
+    def _trim_to(self) -> int:
+        """:data:`INDEX_MAX` on one first record in :data:`INDEX_TRIM_EVERY`, else 0 (no trim)."""
+        self._first_records += 1
+        return INDEX_MAX if (self._first_records - 1) % INDEX_TRIM_EVERY == 0 else 0
 
     def _take_pending(self, message) -> tuple[dict[str, Any] | None, dict[str, Any]]:
         pending = getattr(self._pending, "value", None)
@@ -308,14 +341,14 @@ class TaskStates(Middleware):
 
     def first_enqueue_state(self, message, delay) -> tuple[list[Any], list[Any]]:
         """The state write of a message's first enqueue, which ``enqueue.lua`` makes unread ("new"):
-        its KEYS[5..6] and ARGV[7..15] (see the script's header).
+        its KEYS[5..6] and ARGV[7..15] (see the script's header). The broker asks for it for a
+        delayed first send ("scheduled"); a first send to a ready queue records nothing.
 
         Nothing can have recorded the task before the script that queues it, so no guard is
-        needed, and the arguments are few. The listing index is trimmed on one first enqueue in
+        needed, and the arguments are few. The listing index is trimmed on one first record in
         :data:`INDEX_TRIM_EVERY`.
         """
-        self._first_enqueues += 1
-        trim_to = INDEX_MAX if (self._first_enqueues - 1) % INDEX_TRIM_EVERY == 0 else 0
+        trim_to = self._trim_to()
         described = described_arguments(message)
         args = [message.message_id, self.ttl_ms, trim_to, SCHEDULED if delay else QUEUED, message.actor_name,
                 q_name(message.queue_name), described["arguments"], described["input_file"]]
@@ -335,8 +368,13 @@ class TaskStates(Middleware):
             self.control.current = {"message_id": message.message_id, "queue_name": message.queue_name,
                                     "redis_message_id": message.options.get("redis_message_id")}
             worker_fields = {**(stale[1] if stale else {}), **self.control.record_fields(busy_with=message)}
+        redis_id = message.options.get("redis_message_id")
+        # A first send recorded nothing: this is the task's first record, so it carries what the
+        # message told (a retried or delayed task's record already has it, with its own enqueue time).
+        first_record = {"enqueued_at": message.message_timestamp / 1000, **described_arguments(message),
+                        "trim_to": self._trim_to()} if redis_id == message.message_id else {"trim_to": 0}
         call = self._call(message, worker_fields, state=RUNNING, started_at=time.time(), host=self.host,
-                          worker=broker.broker_id, pid=os.getpid(), redis_id=message.options.get("redis_message_id"))
+                          worker=broker.broker_id, pid=os.getpid(), redis_id=redis_id, **first_record)
         try:
             with broker.client.pipeline(transaction=False) as pipe:
                 if self.revoked_key:

@@ -18,6 +18,8 @@ from .pages import Dashboard, finish, plain, render
 
 #: Rows per page of the task listing.
 PAGE_ROWS = 50
+#: Most tasks waiting since their first send (read from their messages) counted by the charts.
+CHART_WAITING_MOST = 5_000
 
 
 def _dash(request: Request) -> Dashboard:
@@ -94,6 +96,7 @@ def chart_page(request: Request) -> Response:
         def draw() -> dict[str, str]:
             now = data.redis_now_s(dash.client)
             rows = data.recent_rows(dash.client, dash.config.namespace, now - 86_400)
+            rows += data.waiting_rows(dash.client, dash.config.namespace, now - 86_400, CHART_WAITING_MOST)
             return {"per_hour": charts.tasks_per_hour(rows, now), "per_actor": charts.duration_per_actor(rows),
                     "count": str(len(rows))}
 

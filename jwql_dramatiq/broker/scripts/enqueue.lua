@@ -1,8 +1,10 @@
--- enqueue: put one message on a queue, wake an idle consumer and record the task's "queued" (or
--- "scheduled") state, in one round trip. A later enqueue of the same message (a retry, or a delayed
--- message falling due) writes its state with write_task_state, from task_state_lib.lua, which the
--- loader prepends; a first enqueue writes it unchecked (that library's store_task_state), from a
--- short argument list.
+-- enqueue: put one message on a queue and wake an idle consumer, in one round trip, and, for any
+-- send but a message's first send to a ready queue, record the task's "queued" (or "scheduled")
+-- state in the same script. A first send to a ready queue records nothing: its Redis id is its
+-- message id, by which the waiting task is found (jwql_dramatiq.broker.waiting_messages). A later
+-- enqueue of the same message (a retry, or a delayed message falling due) writes its state with
+-- write_task_state, from task_state_lib.lua, which the loader prepends; a delayed first enqueue
+-- writes it unchecked (that library's store_task_state), from a short argument list.
 --
 -- KEYS[1]  <ns>:Q, or <ns>:Q.P<p>  list of waiting Redis message ids of the actor's priority p (Q
 --                                  may be a delay queue Q.DQ)
@@ -31,7 +33,8 @@
 --          are now, in s);
 --          "guarded": ARGV[7..] are laid out as task_state.lua's ARGV (mode "enqueue")
 --
--- Returns 1, or 0 if the id was already there (a send run again after NOSCRIPT: nothing is doubled).
+-- Returns 1, or 0 if the id was already there (a send run again after a lost reply: nothing is
+-- doubled; or the same message sent again, from another process, while its first send waits).
 if redis.call("hsetnx", KEYS[2], ARGV[1], ARGV[2]) == 0 then
     return 0
 end
