@@ -109,3 +109,23 @@ def test_the_worker_s_first_record_carries_what_the_message_told(broker):
     # And it is in the listing index, and its message is gone
     assert broker.client.zscore(states.index_key(NS), message.message_id) is not None
     assert broker.client.hlen(f"{NS}:{broker.jwql_config.queue_name}.msgs") == 0
+
+
+def test_a_waiting_task_revoked_or_purged_keeps_what_its_message_told(broker):
+    # Given two tasks waiting since their first send
+    from jwql_dramatiq.broker import admin
+    from jwql_dramatiq.broker.revoke import revoke
+    from tests.actors_for_tests import fail_with
+
+    revoked, purged = fail_with.send("jw06_uncal.fits", "r"), fail_with.send("jw07_uncal.fits", "p")
+    # When one is revoked and the other purged
+    assert revoke(revoked.message_id, broker=broker).outcome == "revoked"
+    assert [item["message_id"] for item in admin.purge(broker)] == [purged.message_id]
+    # Then each has a record in its final state with its actor, queue, input file and enqueue time
+    for message, state in ((revoked, "revoked"), (purged, "purged")):
+        record = get_task_state(message.message_id, broker.client, NS)
+        assert (record.state, record.actor, record.queue) == (state, "fail_with", broker.jwql_config.queue_name)
+        assert record.details["input_file"] == message.args[0]
+        assert float(record.details["enqueued_at"]) == message.message_timestamp / 1000
+    # And neither waits any more
+    assert broker.client.hlen(f"{NS}:{broker.jwql_config.queue_name}.msgs") == 0

@@ -218,7 +218,7 @@ def _prepare_chunk(broker, ids: list[bytes], payloads: list[bytes | None], taken
         except Exception:  # not a message this package can read: removed, and nobody to tell
             chunk.report.append({"message_id": "", "actor": "", "queue": queue, "was": was,
                                  "note": f"undecodable payload (redis id {redis_id_text})"})
-            rows.append([redis_id_text, drop, "", "", "", "", ""])
+            rows.append([redis_id_text, drop, "", "", "", "", "", "", ""])
             continue
         text = (f"task {message.message_id} ({message.actor_name}) was purged from queue "
                 f"{q_name(message.queue_name)!r} before it ran")
@@ -226,7 +226,11 @@ def _prepare_chunk(broker, ids: list[bytes], payloads: list[bytes | None], taken
             message, {"type": "TaskPurged", "msg": text, "traceback": ""})
         if isinstance(failure, bytes):  # Dramatiq's encoders give bytes
             failure = failure.decode("utf-8")
-        rows.append([redis_id_text, drop, message.message_id, result_key, failure, message.actor_name, text])
+        # A first send has no record: its input file and enqueue time go into the "purged" one.
+        first_send = [states.described_arguments(message)["input_file"], f"{message.message_timestamp / 1000:.6f}"] \
+            if redis_id_text == message.message_id else ["", ""]
+        rows.append([redis_id_text, drop, message.message_id, result_key, failure, message.actor_name, text,
+                     *first_send])
         chunk.actors[message.message_id] = message.actor_name
     chunk.rows_json = json.dumps(rows)
     return chunk

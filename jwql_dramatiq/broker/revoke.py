@@ -79,8 +79,10 @@ def revoke(message_id: str, terminate: bool = False, broker=None) -> RevokeOutco
     text = f"task {message_id} ({state.actor}) was revoked"
     broker.results_backend.store_failure(message, {"type": "TaskRevoked", "msg": text, "traceback": ""}, ttl_ms,
                                          force=True)
-    states.write_state(client, namespace, message_id, ttl_ms, mode="force", state=states.REVOKED,
-                       revoked_at=time.time(), error=f"TaskRevoked: {text}")
+    # (a task waiting since its first send has no record: this one keeps what its message told)
+    kept = {k: state.details[k] for k in ("enqueued_at", "input_file", "arguments") if k in state.details}
+    states.write_state(client, namespace, message_id, ttl_ms, mode="force", state=states.REVOKED, actor=state.actor,
+                       queue=state.queue, revoked_at=time.time(), error=f"TaskRevoked: {text}", **kept)
     if state.state == states.RUNNING and terminate and state.details.get("worker"):
         send_command(client, namespace, state.details["worker"], {"cmd": "terminate", "message_id": message_id})
         return RevokeOutcome(message_id, "terminating", state.state, "the worker running it was told to kill it")

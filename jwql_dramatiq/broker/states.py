@@ -148,7 +148,8 @@ def state_call(namespace: str, message_id: str, ttl_ms: int, also: tuple[str, di
         raise ValueError(f"mode must be one of {MODES}, got {mode!r}")
     task_fields = [x for k, v in fields.items() if v is not None for x in (k, _encode(v))]
     keys = [task_key(namespace, message_id), index_key(namespace)]
-    args: list[Any] = [message_id, time.time(), int(ttl_ms), INDEX_MAX if trim_to is None else trim_to, mode, len(task_fields) // 2, *task_fields]
+    trim_to = INDEX_MAX if trim_to is None else trim_to
+    args: list[Any] = [message_id, time.time(), int(ttl_ms), trim_to, mode, len(task_fields) // 2, *task_fields]
     if also is not None and also[1]:
         keys.append(also[0])
         args.extend(x for k, v in also[1].items() for x in (k, _encode(v)))
@@ -211,7 +212,10 @@ def get_task_state(message_id: str, client: redis.Redis | None = None,
     if recorded is not None:
         return recorded
     message = waiting_messages.find(client, namespace, message_id)
-    return waiting_state(message) if message is not None else None
+    if message is not None:
+        return waiting_state(message)
+    # it may have been fetched and recorded since the first read
+    return _decode(message_id, client.hgetall(task_key(namespace, message_id)))
 
 
 def list_tasks(limit: int = 50, client: redis.Redis | None = None, namespace: str | None = None,

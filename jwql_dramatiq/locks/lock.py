@@ -57,13 +57,14 @@ class _Held:
     def _mark_lost(self, token: bytes) -> None:
         """Record that a renewal found the lock gone or held by another token (renewal thread)."""
         if token == self.token:
-            self.lost = True
+            # logged first, so that whoever sees the lock no longer held finds the error in the log
             logger.error(
                 "Lock %r was lost while held (fencing token %s): it expired or was cleared; "
                 "the critical section is no longer protected",
                 self.name,
                 self.fence,
             )
+            self.lost = True
 
 
 class _ThreadLocal(threading.local):

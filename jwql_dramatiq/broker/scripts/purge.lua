@@ -22,12 +22,15 @@
 -- ARGV[3]  most entries kept in the listing index
 -- ARGV[4]  the task-state key prefix, "<ns>:task:" (a task's hash is that plus its message id)
 -- ARGV[5]  the queue's name, for the states
--- ARGV[6]  the chunk, a JSON array with one array of seven strings per message:
+-- ARGV[6]  the chunk, a JSON array with one array of nine strings per message:
 --          the Redis message id; "1" to drop its payload (taken off the queue), "0" to keep it (a
 --          delayed message a worker holds in memory: that worker settles it); the message id ("" for
 --          an undecodable payload: dropped, nobody to tell); its result key; its encoded TaskPurged
---          failure; its actor; the failure's text. (One JSON argument rather than seven per message:
---          the client encodes one string instead of 14,000 arguments per chunk.) An id of the
+--          failure; its actor; the failure's text; its input file (first string argument) and its
+--          enqueue time, s, for a first send, which has no record to keep them ("" otherwise, and
+--          left out). (One JSON argument rather
+--          than nine per message: the client encodes one string instead of 18,000 arguments per
+--          chunk.) An id of the
 --          holding list whose payload is gone (settled or purged meanwhile) has no row.
 -- ARGV[7]  with KEYS[4]: the length of the holding list before this chunk
 -- ARGV[8]  with KEYS[4]: how many ids the chunk takes off the head of the holding list
@@ -49,9 +52,15 @@ for _, m in ipairs(cjson.decode(ARGV[6])) do
     if message_id ~= "" and not redis.call("zscore", KEYS[1], message_id) then
         local result_key, text = m[4], m[7]
         store_result({result_key, KEYS[1]}, {message_id, m[5], ttl_ms, "1", "1"})  -- "1": checked above
-        store_task_state(ARGV[4] .. message_id, KEYS[2], message_id,
-                         {"state", "purged", "purged_at", now, "actor", m[6], "queue", ARGV[5],
-                          "error", "TaskPurged: " .. text}, now, ttl_ms, 0)  -- trimmed once, below
+        local fields = {"state", "purged", "purged_at", now, "actor", m[6], "queue", ARGV[5],
+                        "error", "TaskPurged: " .. text}
+        for i, name in ipairs({"input_file", "enqueued_at"}) do
+            if m[7 + i] ~= "" then
+                fields[#fields + 1] = name
+                fields[#fields + 1] = m[7 + i]
+            end
+        end
+        store_task_state(ARGV[4] .. message_id, KEYS[2], message_id, fields, now, ttl_ms, 0)  -- trimmed once, below
         if drop ~= "1" then  -- a delayed message a worker holds: it must skip it when due
             redis.call("zadd", KEYS[1], now, message_id)
         end  -- (a message taken off its queue, payload dropped, can never run: no mark needed)
