@@ -14,7 +14,8 @@ STATE_LIBRARY = "task_state_lib.lua"
 STORE_RESULT_LIBRARY = "store_result_lib.lua"
 #: settle.lua's body as a function, shared with finish.lua (a library).
 SETTLE_LIBRARY = "settle_lib.lua"
-#: enqueue.lua: put a message on a queue, wake an idle consumer and record "queued" (see its header).
+#: enqueue.lua: put a message on a queue, wake an idle consumer and, but for a first send to a ready
+#: queue, record the task's state (see its header).
 ENQUEUE = LuaScript(__name__, "enqueue.lua", includes=(STATE_LIBRARY,))
 #: fetch.lua: record a worker's heartbeat and take messages, holding them on its lease (see its header).
 FETCH = LuaScript(__name__, "fetch.lua")
