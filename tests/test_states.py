@@ -15,7 +15,8 @@ from dramatiq.message import Message
 from jwql_dramatiq.broker import states
 from jwql_dramatiq.config import HOSTNAME_ENV, worker_hostname
 from jwql_dramatiq.broker.scripts import TASK_STATE
-from jwql_dramatiq.broker.states import TaskStates, get_task_state, list_tasks, write_state
+from jwql_dramatiq.broker.state_recorder import TaskStates
+from jwql_dramatiq.broker.states import get_task_state, list_tasks, write_state
 from tests.conftest import wait_for
 
 pytestmark = pytest.mark.timeout(60)

@@ -28,7 +28,7 @@ from .keys import revoked_key
 from .marks import KeepFailure
 from .redis_broker import JwqlRedisBroker
 from .results import JwqlResultsBackend
-from .states import TaskStates
+from .state_recorder import TaskStates
 
 _broker: "JwqlRedisBroker | None" = None
 _config: Config | None = None

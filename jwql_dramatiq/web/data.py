@@ -143,8 +143,9 @@ def task_page(client: redis.Redis, namespace: str, limit: int = 50, offset: int 
 
     The first page (``offset`` 0) starts with the newest ``limit`` tasks waiting since their first
     send that match, which have no record (:func:`waiting`). Without a filter the index's part is
-    one ZREVRANGE and one pipeline of ``limit`` HGETALLs, whatever the number of stored states. With filters, the index is read in chunks until ``limit`` rows
-    match or :data:`SCAN_BUDGET` entries were looked at; the page then offers the next offset.
+    one ZREVRANGE and one pipeline of ``limit`` HGETALLs, whatever the number of stored states.
+    With filters, the index is read in chunks until ``limit`` rows match or :data:`SCAN_BUDGET`
+    entries were looked at; the page then offers the next offset.
 
     Parameters
     ----------
@@ -169,7 +170,8 @@ def task_page(client: redis.Redis, namespace: str, limit: int = 50, offset: int 
     if offset == 0 and state in ("", states.QUEUED) and not host:
         # Tasks waiting since their first send have no record, so no index entry: the first page
         # lists the newest of them before the index's rows (the queues view counts them all).
-        found = [t for t in waiting(client, namespace, limit) if _matches(client, namespace, t, state, actor, host, text)]
+        found = [t for t in waiting(client, namespace, limit)
+                 if _matches(client, namespace, t, state, actor, host, text)]
         limit += len(found)
     position, scanned = offset, 0
     while len(found) < limit and scanned < (SCAN_BUDGET if filtered else limit):
@@ -274,7 +276,7 @@ def recent_rows(client: redis.Redis, namespace: str, since_s: float, most: int =
 
 
 def waiting_rows(client: redis.Redis, namespace: str, since_s: float, most: int) -> list[tuple[str, dict[str, str]]]:
-    """:func:`recent_rows` of the tasks waiting since their first send (which have no record), sent since ``since_s``."""
+    """:func:`recent_rows` of the tasks waiting since their first send (they have no record), sent since ``since_s``."""
     return [(t.message_id, {"state": t.state, "actor": t.actor, "updated_at": str(t.updated_at)})
             for t in waiting(client, namespace, most) if t.updated_at >= since_s]
 
