@@ -107,6 +107,14 @@ def _digits(text: str) -> bool:
     return text.isascii() and text.isdigit()
 
 
+def url_database(url: str) -> int:
+    """The database a valid Redis URL names (its path, else ``?db=``, else 0), as redis-py reads it."""
+    parts = urlsplit(url)
+    path_db = unquote(parts.path).strip("/") if parts.scheme != "unix" else ""
+    query_db = _query_db(parts.query)
+    return int(path_db or query_db or 0)
+
+
 def _query_db(query: str) -> str | None:
     """The ``db`` query argument as redis-py reads it (the first non-empty one), or None."""
     values = parse_qs(query).get("db")

@@ -7,6 +7,7 @@ import subprocess
 import sys
 
 import pytest
+from redis.connection import parse_url
 
 from jwql_dramatiq.config import load_config
 from jwql_dramatiq.errors import ConfigError
@@ -396,3 +397,20 @@ def test_database_out_of_range_exits_2_with_one_line(tmp_path, redis_server):
     assert code == 2, err
     assert err.strip().count("\n") == 0 and "Traceback" not in err, err
     assert f"bad config: {path}: key 'redis_db': database 99 does not exist" in err and "0-15" in err
+
+
+@pytest.mark.parametrize(("url", "warned_db"), [("redis://h:7000/2", 2), ("redis://h:7000?db=3", 3),
+                                                ("redis://h:7000", 0), ("unix:///run/r.sock?db=4", 4)])
+def test_redis_db_beside_a_redis_url_naming_another_database_is_warned_as_ignored(tmp_path, caplog, url, warned_db):
+    path = write(tmp_path, {"redis_url": url, "redis_db": 5, "transfer_dir": "/t"})
+    with caplog.at_level("WARNING", logger="jwql_dramatiq.config"):
+        config = load_config(path, environ={})
+    assert [r.getMessage() for r in caplog.records] == [
+        f"{path}: 'redis_db' (5) is ignored: 'redis_url' names database {warned_db} (give the database in the URL)"]
+    assert int(parse_url(config.url).get("db", 0)) == warned_db  # as the client will connect
+
+
+def test_redis_db_beside_a_redis_url_naming_the_same_database_is_silent(tmp_path, caplog):
+    with caplog.at_level("WARNING", logger="jwql_dramatiq.config"):
+        load_config(write(tmp_path, {"redis_url": "redis://h:7000/5", "redis_db": 5, "transfer_dir": "/t"}), environ={})
+    assert caplog.records == []
