@@ -211,10 +211,11 @@ def validate(raw: dict[str, Any], path: str) -> Config:
         if problem:
             raise ConfigError(path, key, problem)
         values[key] = value
-    if values.get("redis_url") and "redis_db" in values and values["redis_db"] != url_database(values["redis_url"]):
+    url_db = url_database(values["redis_url"]) if values.get("redis_url") else None
+    if url_db is not None and values.get("redis_db", url_db) != url_db:
         # not refused: redis_url often comes from the environment over a file written for host and port
         logger.warning("%s: 'redis_db' (%d) is ignored: 'redis_url' names database %d (give the database in "
-                       "the URL)", path, values["redis_db"], url_database(values["redis_url"]))
+                       "the URL)", path, values["redis_db"], url_db)
     if "transfer_dir" in values and not values["transfer_dir"].strip():
         raise ConfigError(path, "transfer_dir", "must not be empty")
     if not values.get("redis_url") and not values.get("redis_sentinels") and not values.get("redis_host", "x").strip():

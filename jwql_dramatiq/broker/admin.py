@@ -227,10 +227,9 @@ def _prepare_chunk(broker, ids: list[bytes], payloads: list[bytes | None], taken
         if isinstance(failure, bytes):  # Dramatiq's encoders give bytes
             failure = failure.decode("utf-8")
         # A first send has no record: its input file and enqueue time go into the "purged" one.
-        first_send = [states.described_arguments(message)["input_file"], f"{message.message_timestamp / 1000:.6f}"] \
-            if redis_id_text == message.message_id else ["", ""]
+        told = states.first_send_fields(message) if redis_id_text == message.message_id else {}
         rows.append([redis_id_text, drop, message.message_id, result_key, failure, message.actor_name, text,
-                     *first_send])
+                     told.get("input_file", ""), told.get("enqueued_at", "")])
         chunk.actors[message.message_id] = message.actor_name
     chunk.rows_json = json.dumps(rows)
     return chunk

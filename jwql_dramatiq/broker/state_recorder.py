@@ -122,8 +122,8 @@ class TaskStates(Middleware):
         redis_id = message.options.get("redis_message_id")
         # A first send recorded nothing: this is the task's first record, so it carries what the
         # message told (a retried or delayed task's record already has it, with its own enqueue time).
-        first_record = {"enqueued_at": message.message_timestamp / 1000, **states.described_arguments(message),
-                        "trim_to": self._trim_to()} if redis_id == message.message_id else {"trim_to": 0}
+        first_record = {**states.first_send_fields(message), "trim_to": self._trim_to()} \
+            if redis_id == message.message_id else {"trim_to": 0}
         call = self._call(message, worker_fields, state=states.RUNNING, started_at=time.time(), host=self.host,
                           worker=broker.broker_id, pid=os.getpid(), redis_id=redis_id, **first_record)
         try:

@@ -178,13 +178,23 @@ def _decode(message_id: str, raw: dict[bytes, bytes]) -> TaskState | None:
                      queue=data.pop("queue", ""), updated_at=float(data.pop("updated_at", 0) or 0), details=data)
 
 
+def first_send_fields(message) -> dict[str, str]:
+    """What a first send's message tells that its task's first record keeps (it wrote none itself):
+    ``enqueued_at`` (s) and :func:`described_arguments`."""
+    return {"enqueued_at": f"{message.message_timestamp / 1000:.6f}", **described_arguments(message)}
+
+
 def waiting_state(message: Message) -> TaskState:
     """The "queued" state of a task whose message waits since its first send, read from that message."""
-    enqueued_at = message.message_timestamp / 1000
     return TaskState(message_id=message.message_id, state=QUEUED, actor=message.actor_name,
-                     queue=q_name(message.queue_name), updated_at=enqueued_at,
-                     details={"redis_id": message.message_id, "enqueued_at": f"{enqueued_at:.6f}",
-                              **described_arguments(message)})
+                     queue=q_name(message.queue_name), updated_at=message.message_timestamp / 1000,
+                     details={"redis_id": message.message_id, **first_send_fields(message)})
+
+
+def waiting_tasks(client: redis.Redis, namespace: str, limit: int) -> list[TaskState]:
+    """The ``limit`` newest tasks waiting since their first send (which have no record), newest first."""
+    return [waiting_state(m) for m in waiting_messages.newest(client, namespace, limit,
+                                                               lambda message_id: task_key(namespace, message_id))]
 
 
 def get_task_state(message_id: str, client: redis.Redis | None = None,
@@ -260,8 +270,8 @@ def list_tasks(limit: int = 50, client: redis.Redis | None = None, namespace: st
             start -= len(expired)
         start += len(ids)
     if not wanted or QUEUED in wanted:
-        waiting = waiting_messages.newest(client, namespace, limit, lambda m: task_key(namespace, m))
-        found = sorted(found[:limit] + [waiting_state(m) for m in waiting], key=lambda t: t.updated_at, reverse=True)
+        found = sorted(found[:limit] + waiting_tasks(client, namespace, limit), key=lambda t: t.updated_at,
+                       reverse=True)
     return found[:limit]
 
 

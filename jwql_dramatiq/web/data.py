@@ -16,7 +16,7 @@ import redis
 from dramatiq.common import dq_name
 from dramatiq.message import Message
 
-from ..broker import keys, states, waiting_messages
+from ..broker import keys, states
 from ..broker.admin import QueueLengths, queue_lengths
 from ..broker.control import WorkerInfo, list_workers
 from ..locks.admin import LockInfo, list_locks
@@ -142,10 +142,11 @@ def task_page(client: redis.Redis, namespace: str, limit: int = 50, offset: int 
     """One page of recent tasks, newest first, through the states index (never KEYS).
 
     The first page (``offset`` 0) starts with the newest ``limit`` tasks waiting since their first
-    send that match, which have no record (:func:`waiting`). Without a filter the index's part is
-    one ZREVRANGE and one pipeline of ``limit`` HGETALLs, whatever the number of stored states.
-    With filters, the index is read in chunks until ``limit`` rows match or :data:`SCAN_BUDGET`
-    entries were looked at; the page then offers the next offset.
+    send that match, which have no record (:func:`~jwql_dramatiq.broker.states.waiting_tasks`).
+    Without a filter the index's part is one ZREVRANGE and one pipeline of ``limit`` HGETALLs,
+    whatever the number of stored states. With filters, the index is read in chunks until
+    ``limit`` rows match or :data:`SCAN_BUDGET` entries were looked at; the page then offers the
+    next offset.
 
     Parameters
     ----------
@@ -170,7 +171,7 @@ def task_page(client: redis.Redis, namespace: str, limit: int = 50, offset: int 
     if offset == 0 and state in ("", states.QUEUED) and not host:
         # Tasks waiting since their first send have no record, so no index entry: the first page
         # lists the newest of them before the index's rows (the queues view counts them all).
-        found = [t for t in waiting(client, namespace, limit)
+        found = [t for t in states.waiting_tasks(client, namespace, limit)
                  if _matches(client, namespace, t, state, actor, host, text)]
         limit += len(found)
     position, scanned = offset, 0
@@ -278,13 +279,7 @@ def recent_rows(client: redis.Redis, namespace: str, since_s: float, most: int =
 def waiting_rows(client: redis.Redis, namespace: str, since_s: float, most: int) -> list[tuple[str, dict[str, str]]]:
     """:func:`recent_rows` of the tasks waiting since their first send (they have no record), sent since ``since_s``."""
     return [(t.message_id, {"state": t.state, "actor": t.actor, "updated_at": str(t.updated_at)})
-            for t in waiting(client, namespace, most) if t.updated_at >= since_s]
-
-
-def waiting(client: redis.Redis, namespace: str, limit: int) -> list[states.TaskState]:
-    """The ``limit`` newest tasks waiting since their first send (which have no record), newest first."""
-    return [states.waiting_state(m) for m in
-            waiting_messages.newest(client, namespace, limit, lambda i: states.task_key(namespace, i))]
+            for t in states.waiting_tasks(client, namespace, most) if t.updated_at >= since_s]
 
 
 def now_s() -> float:
