@@ -133,3 +133,24 @@ def test_parent_memory_is_flat_over_200_tasks(broker, make_config, start_worker)
         message.get_result(block=True, timeout=30_000)
     after_200 = rss_mib(worker_process)
     assert abs(after_200 - after_10) <= 0.05 * after_10, (after_10, after_200)
+
+
+def _voluntary_switches(pid: int) -> int:
+    with open(f"/proc/{pid}/status") as f:
+        return next(int(line.split()[1]) for line in f if line.startswith("voluntary_ctxt_switches:"))
+
+
+#: Seconds an idle fork server is watched; it used to wake 50 times a second to poll for exits.
+IDLE_WINDOW_S = 3.0
+
+
+def test_an_idle_fork_server_sleeps_until_a_child_exits(broker, make_config, start_worker):
+    start_worker(make_config())
+    server_pid = ping.send().get_result(block=True, timeout=10_000)["ppid"]
+    before = _voluntary_switches(server_pid)
+    time.sleep(IDLE_WINDOW_S)  # a measurement window, not a wait for a condition
+    woken = _voluntary_switches(server_pid) - before
+    assert woken <= 3 * IDLE_WINDOW_S, f"the idle fork server woke {woken} times in {IDLE_WINDOW_S} s"
+    # ... and an exit is still reported at once: the next child's task runs, and the one after it.
+    pids = [ping.send().get_result(block=True, timeout=10_000)["pid"] for _ in range(3)]
+    assert len(set(pids)) == 3

@@ -48,8 +48,11 @@ from .linux import PR_SET_CHILD_SUBREAPER, PR_SET_PDEATHSIG, prctl
 
 logger = logging.getLogger(__name__)
 
-#: How often the server reaps children when nothing else wakes it, in seconds.
+#: How often the server retries removing an exited child's cgroup while one is left, in seconds.
 REAP_INTERVAL_S = 0.02
+#: Longest the server sleeps with nothing to do, in seconds: a SIGCHLD or a control packet wakes it
+#: at once, so this only bounds the cost of a wake-up that went missing.
+IDLE_WAKE_S = 1.0
 
 
 def preload(modules: list[str], warm_up: bool, work_dir: str) -> float:
@@ -105,6 +108,7 @@ def serve(control: socket.socket, modules: list[str], warm_up: bool, work_dir: s
     server = _Server(control, max_tasks, memory_limit_mib)
     try:
         warm_up_s = preload(modules, warm_up, work_dir)
+        server.wake_fds = _wake_on_child_exit()  # after the warm-up, which may start its own processes
         server.root, reason = create_root(f"jwql-dramatiq.{os.getpid()}", memory_method)
         method = server.root.method if server.root is not None else "poll-pss"
         if server.root is None:
@@ -115,9 +119,15 @@ def serve(control: socket.socket, modules: list[str], warm_up: bool, work_dir: s
             while wanted > 0:
                 server.fork_child()
                 wanted -= 1
-            readable, _, _ = select.select([control], [], [], REAP_INTERVAL_S)
+            # Sleep until a packet or a SIGCHLD (an idle server polling would cost every host's
+            # worker a few ms of CPU a second, and delay each exit report by up to the poll).
+            wake_fd = server.wake_fds[0]
+            readable, _, _ = select.select([control, wake_fd], [], [],
+                                           REAP_INTERVAL_S if server.unremoved else IDLE_WAKE_S)
+            if wake_fd in readable:
+                _drain_wake_fd(wake_fd)
             server.reap()
-            if readable:
+            if control in readable:
                 packet = protocol.recv_packet(control)
                 if packet is None:
                     break
@@ -134,6 +144,37 @@ def serve(control: socket.socket, modules: list[str], warm_up: bool, work_dir: s
         os._exit(0)
 
 
+def _wake_on_child_exit() -> tuple[int, int]:
+    """Have every SIGCHLD write a byte to a new pipe; return its (read, write) ends.
+
+    The handler itself does nothing: ``signal.set_wakeup_fd`` writes the byte, so the server
+    sleeps in ``select`` on the read end instead of polling for exited children.
+    """
+    read_fd, write_fd = os.pipe()  # close-on-exec, as every fd Python makes
+    os.set_blocking(read_fd, False)
+    os.set_blocking(write_fd, False)
+    signal.signal(signal.SIGCHLD, lambda signum, frame: None)
+    signal.set_wakeup_fd(write_fd, warn_on_full_buffer=False)  # a full pipe is still readable: no loss
+    return read_fd, write_fd
+
+
+def _drain_wake_fd(fd: int) -> None:
+    try:
+        while os.read(fd, 4096):
+            pass
+    except BlockingIOError:
+        pass
+
+
+def _forget_wake_fds(fds: tuple[int, int]) -> None:
+    """In a new child: SIGCHLD back to its default and the server's pipe closed, so that the
+    task's own subprocesses neither wake the server nor meet a handler the task did not set."""
+    signal.set_wakeup_fd(-1)
+    signal.signal(signal.SIGCHLD, signal.SIG_DFL)
+    for fd in fds:
+        os.close(fd)
+
+
 #: How long the server waits, when stopping, for its children's trees to die, in seconds.
 SHUTDOWN_REAP_S = 2.0
 
@@ -148,6 +189,8 @@ class _Server:
         self.root: Cgroup | None = None
         self.children: dict[int, Cgroup | None] = {}
         self.unremoved: list[Cgroup] = []
+        #: The SIGCHLD wake-up pipe (read end, write end), once set up (:func:`_wake_on_child_exit`).
+        self.wake_fds: tuple[int, int] = (-1, -1)
 
     def fork_child(self) -> int:
         """Fork one child in its own process group (and cgroup), and hand its socket to the worker."""
@@ -156,6 +199,8 @@ class _Server:
         if pid == 0:  # the child
             code = 1
             try:
+                if self.wake_fds[0] >= 0:
+                    _forget_wake_fds(self.wake_fds)
                 os.setpgid(0, 0)
                 prctl(PR_SET_PDEATHSIG, signal.SIGKILL)  # never outlive the server
                 self.control.close()
