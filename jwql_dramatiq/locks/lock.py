@@ -1,81 +1,39 @@
-"""The lock: a short renewed lease, an owner record, a fencing token and a fair FIFO queue of waiters.
+"""The lock, :class:`RedisLock` (a renewed lease, an owner record, a fencing token, fair waiters), and :func:`lock`.
 
-Acquire first runs try_acquire.lua (one round trip when nobody holds or waits for the lock). If the lock
-is taken, a blocking caller joins a FIFO queue with acquire.lua and BLPOPs on its own wake-up list, which
-release.lua LPUSHes for the first live waiter, so waiters wake on release rather than by polling, and in
-arrival order. Each BLPOP is bounded by the holder's remaining lease (and the client's socket timeout), so
-a lease that lapses because its holder died is noticed when it lapses. A waiter that dies while queued
-loses its place after its deadline (its wait plus :data:`~jwql_dramatiq.locks._redis.WAITER_GRACE_MS`).
+Here: the lock's arguments and resolved settings, ``acquire``/``release`` and the record of the current
+acquisition. The rest is one concern per module: the Redis round trips that take and release the lock in
+:mod:`~jwql_dramatiq.locks._protocol` (and :mod:`~jwql_dramatiq.locks._queue`), the per-object or per-thread
+acquisition state that the renewal thread acts on in :mod:`~jwql_dramatiq.locks._held`, and two base classes:
+the ``with`` and decorator forms (:mod:`~jwql_dramatiq.locks._forms`) and redis-py's ``extend``,
+``reacquire``, ``locked`` and ``owned`` (:mod:`~jwql_dramatiq.locks._redis_py_api`).
 
-The lock key holds the token, as redis-py's ``Lock`` does; ``acquire(token=...)``, ``.local.token``,
-``extend``, ``reacquire``, ``locked`` and ``owned`` behave as redis-py's.
+The lock key holds the token, as redis-py's ``Lock`` does; ``acquire(token=...)`` and ``.local.token`` behave
+as redis-py's.
 """
 
 from __future__ import annotations
 
-import functools
 import logging
-import threading
 import time
 import uuid
-from collections.abc import Callable
-from types import SimpleNamespace, TracebackType
-from typing import Any, Literal, TypeVar
+from typing import Any
 
 import redis
 
-from jwql_dramatiq.errors import LockError, LockNotAcquired, LockNotOwned
+from jwql_dramatiq.errors import LockError
 from jwql_dramatiq.locks import _redis, _scripts
-from jwql_dramatiq.locks._queue import wait_in_queue
-from jwql_dramatiq.locks._scripts import NOT_OWNED, RELEASED, RELEASED_WOKE, RENEWED, TRY_HELD, TRY_WAITERS
-from jwql_dramatiq.locks.admin import describe_holder
+from jwql_dramatiq.locks._forms import LockFormsMixin
+from jwql_dramatiq.locks._held import Held, new_local
+from jwql_dramatiq.locks._protocol import release_token, take
+from jwql_dramatiq.locks._redis_py_api import RedisPyLockMixin
 from jwql_dramatiq.locks.owner import owner_json
-from jwql_dramatiq.locks.renewal import Entry, get_renewer
+from jwql_dramatiq.locks.renewal import get_renewer
 from jwql_dramatiq.sentinel import ReplicaTimeout
 
 logger = logging.getLogger(__name__)
 
-F = TypeVar("F", bound=Callable[..., Any])
 
-
-class _Held:
-    """One acquisition: its token, fencing token, renewal entry and maximum-hold deadline.
-
-    The renewal thread holds a weak reference to it (it lives as long as the lock object's ``.local``).
-    """
-
-    __slots__ = ("name", "token", "fence", "entry", "hold_deadline", "lost", "__weakref__")
-
-    def __init__(self, name: str, token: bytes, fence: int, hold_deadline: float | None) -> None:
-        self.name = name
-        self.token = token
-        self.fence = fence
-        self.entry: Entry | None = None
-        self.hold_deadline = hold_deadline
-        self.lost = False
-
-    def _mark_lost(self, token: bytes) -> None:
-        """Record that a renewal found the lock gone or held by another token (renewal thread)."""
-        if token == self.token:
-            # logged first, so that whoever sees the lock no longer held finds the error in the log
-            logger.error(
-                "Lock %r was lost while held (fencing token %s): it expired or was cleared; "
-                "the critical section is no longer protected",
-                self.name,
-                self.fence,
-            )
-            self.lost = True
-
-
-class _ThreadLocal(threading.local):
-    """Per-thread ``.local`` (redis-py's ``thread_local=True``): every thread starts with no token."""
-
-    def __init__(self) -> None:
-        self.token: bytes | None = None
-        self.held: _Held | None = None
-
-
-class RedisLock:
+class RedisLock(LockFormsMixin, RedisPyLockMixin):
     """A Redis lock that cannot go stale, shows its owner, and is a context manager and a decorator.
 
     Nothing is read or connected until the first acquisition. One object holds the lock at most once at a
@@ -144,7 +102,7 @@ class RedisLock:
         self.raise_on_release_error = raise_on_release_error
         self.thread_local = bool(thread_local)
         #: redis-py's ``.local``: ``.local.token`` is the token (bytes) stored in the lock key, or None.
-        self.local: Any = _ThreadLocal() if self.thread_local else SimpleNamespace(token=None, held=None)
+        self.local: Any = new_local(self.thread_local)
         self._client = client
         self._namespace = namespace
         self._lock_key = lock_key
@@ -193,14 +151,14 @@ class RedisLock:
         state = self._state()
         return state is not None and not state.lost
 
-    def _state(self) -> _Held | None:
+    def _state(self) -> Held | None:
         """The calling thread's acquisition, or None; a ``.local.token`` set by hand counts as held."""
         token = self.local.token
         if token is None:
             return None
         state = self.local.held
         if state is None or state.token != token:
-            state = self.local.held = _Held(self.name, token, 0, None)
+            state = self.local.held = Held(self.name, token, 0, None)
         return state
 
     # -- acquire / release ---------------------------------------------------------------------------
@@ -250,21 +208,8 @@ class RedisLock:
         deadline = None if blocking_timeout is None else time.monotonic() + blocking_timeout
         value = uuid.uuid4().hex.encode() if token is None else s.client.get_encoder().encode(token)
         tail = f',"token_hex":"{value.hex()}"{s.record_settings}"acquired_at":{time.time():.3f},{owner_json()}}}'
-        started = time.monotonic()
         try:
-            fence = _scripts.TRY_ACQUIRE.run(s.client, s.try_keys, [value, tail, s.first_ttl_ms])
-        except ReplicaTimeout:
-            self._give_back(value)
-            raise
-        if fence >= 1:
-            self._on_acquired(value, fence, started)
-            return True
-        if fence not in (TRY_HELD, TRY_WAITERS):
-            raise _redis.unknown_code("try_acquire.lua", fence, self.name)
-        if fence == TRY_HELD and not blocking:
-            return False
-        try:
-            got = wait_in_queue(s, self.name, value, tail, blocking, deadline)
+            got = take(s, self.name, value, tail, blocking, deadline)
         except ReplicaTimeout:
             self._give_back(value)
             raise
@@ -283,24 +228,12 @@ class RedisLock:
 
     def _on_acquired(self, token: bytes, fence: int, started: float) -> None:
         s = self.settings
-        state = _Held(self.name, token, fence, started + s.max_hold_ms / 1000 if s.max_hold_ms else None)
+        state = Held(self.name, token, fence, started + s.max_hold_ms / 1000 if s.max_hold_ms else None)
         self.local.held = state
         self.local.token = token
         self._fence = fence
-        self._track(state)
+        state.track(s)
         logger.debug("Acquired lock %r (fencing token %d)", self.name, fence)
-
-    def _track(self, state: _Held) -> None:
-        """Renew the lease in the background unless it already runs to the maximum hold time."""
-        s = self.settings
-        if state.hold_deadline is not None and state.hold_deadline - time.monotonic() <= s.lease_s:
-            return  # the lease already ends at the maximum hold time: nothing to renew
-        if state.entry is not None:
-            state.entry.hold_deadline = state.hold_deadline
-            return
-        keys = [s.keys.lock, s.keys.owner]
-        state.entry = Entry(state, s.client, self.name, keys, state.token, s.lease_ms, state.hold_deadline)
-        get_renewer().register(state.entry)
 
     def release(self) -> None:
         """Release the lock, if it is still ours, and wake the first waiter.
@@ -340,20 +273,10 @@ class RedisLock:
         """
         state = self.local.held
         if state is None or state.token != expected_token:
-            state = _Held(self.name, expected_token, 0, None)
+            state = Held(self.name, expected_token, 0, None)
         if state.entry is not None:
             get_renewer().unregister(state.entry)
-        s = self.settings
-        code = _scripts.RELEASE.run(s.client, s.release_keys, [expected_token, s.keys.signal_prefix, s.signal_ttl_ms])
-        if code == RELEASED or code == RELEASED_WOKE:
-            return
-        if code == NOT_OWNED:
-            raise LockNotOwned(
-                self.name,
-                f"Lock {self.name!r} expired or was taken over before release (fencing token {state.fence}); "
-                "nothing was deleted",
-            )
-        raise _redis.unknown_code("release.lua", code, self.name)
+        release_token(self.settings, self.name, expected_token, state.fence)
 
     def abandon(self) -> None:
         """Stop renewing the held lock and forget it here, without a Redis call: it lapses within one lease.
@@ -373,143 +296,7 @@ class RedisLock:
             self.local.token = None
             self.local.held = None
 
-    def extend(self, additional_time: float, replace_ttl: bool = False) -> Literal[True]:
-        """Add time to the maximum hold time of the held lock (redis-py's ``extend``).
-
-        Parameters
-        ----------
-        additional_time : float
-            Seconds to add to the time left, or (``replace_ttl``) the new time left.
-        replace_ttl : bool
-            Replace the time left instead of adding to it.
-
-        Returns
-        -------
-        True
-
-        Raises
-        ------
-        LockError
-            The lock is not held, or it has no ``timeout`` (its lease is renewed while the holder lives).
-        LockNotOwned
-            The lock expired or was taken over; nothing was changed.
-        RedisUnavailable
-            Redis could not be reached.
-        """
-        state = self._held_with_timeout("extend")
-        now = time.monotonic()
-        start = now if replace_ttl or state.hold_deadline is None else state.hold_deadline
-        hold_deadline = max(now, start) + float(additional_time)
-        if hold_deadline <= now and state.hold_deadline is not None:
-            hold_deadline = state.hold_deadline  # as redis-py: a time left <= 0 leaves the expiry as it was
-        return self._set_hold_deadline(state, hold_deadline, "extend")
-
-    def reacquire(self) -> Literal[True]:
-        """Reset the time left on the held lock to ``timeout`` (redis-py's ``reacquire``).
-
-        Returns
-        -------
-        True
-
-        Raises
-        ------
-        LockError
-            The lock is not held, or it has no ``timeout``.
-        LockNotOwned
-            The lock expired or was taken over; nothing was changed.
-        RedisUnavailable
-            Redis could not be reached.
-        """
-        state = self._held_with_timeout("reacquire")
-        return self._set_hold_deadline(state, time.monotonic() + float(self.timeout or 0), "reacquire")
-
-    def _held_with_timeout(self, verb: str) -> _Held:
-        state = self._state()
-        if state is None:
-            raise LockError(self.name, f"Cannot {verb} an unlocked lock")
-        if self.timeout is None:
-            raise LockError(self.name, f"Cannot {verb} a lock with no timeout")
-        return state
-
-    def _set_hold_deadline(self, state: _Held, hold_deadline: float, verb: str) -> Literal[True]:
-        s = self.settings
-        state.hold_deadline = hold_deadline
-        self._track(state)  # before the script, so a concurrent renewal already uses the new deadline
-        ttl_ms = max(1, min(s.lease_ms, int((hold_deadline - time.monotonic()) * 1000)))
-        code = _scripts.EXTEND.run(s.client, [s.keys.lock, s.keys.owner], [state.token, ttl_ms])
-        if code == RENEWED:
-            return True
-        if state.entry is not None:
-            get_renewer().unregister(state.entry)
-            state.entry = None
-        if code == NOT_OWNED:
-            raise LockNotOwned(self.name, f"Cannot {verb} a lock that's no longer owned")
-        raise _redis.unknown_code("extend.lua", code, self.name)
-
-    def locked(self) -> bool:
-        """Tell whether anyone holds the lock.
-
-        Returns
-        -------
-        bool
-            True if the lock key exists.
-
-        Raises
-        ------
-        RedisUnavailable
-            Redis could not be reached.
-        """
-        try:
-            return bool(self.client.exists(self.key))
-        except (redis.exceptions.ConnectionError, redis.exceptions.TimeoutError) as exc:
-            raise _redis.unavailable(self.client, exc) from exc
-
-    def owned(self) -> bool:
-        """Tell whether this object (this thread, with ``thread_local``) holds the lock, according to Redis.
-
-        Returns
-        -------
-        bool
-            True if the lock key holds this object's token.
-
-        Raises
-        ------
-        RedisUnavailable
-            Redis could not be reached.
-        """
-        token = self.local.token
-        if token is None:
-            return False
-        try:
-            stored = self.client.get(self.key)
-        except (redis.exceptions.ConnectionError, redis.exceptions.TimeoutError) as exc:
-            raise _redis.unavailable(self.client, exc) from exc
-        if stored is not None and not isinstance(stored, bytes):
-            stored = self.client.get_encoder().encode(stored)
-        return stored == token
-
-    # -- context manager and decorator ---------------------------------------------------------------
-
-    def __enter__(self) -> RedisLock:
-        """Acquire with the object's defaults; raise :class:`LockNotAcquired` (naming the holder) if taken."""
-        if self.acquire():
-            return self
-        raise LockNotAcquired(
-            self.name,
-            f"Lock {self.name!r} is held by {describe_holder(self.name, self.client, self.namespace)}; "
-            f"not acquired within {self.blocking_timeout if self.blocking else 0} s",
-        )
-
-    def __exit__(
-        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
-    ) -> None:
-        """Release; a lost or released lock raises :class:`LockError` unless ``raise_on_release_error`` is False."""
-        try:
-            self.release()
-        except LockError:
-            if self.raise_on_release_error:
-                raise
-            logger.warning("Lock %r was unlocked or no longer owned when exiting its with block", self.name)
+    # -- copy (each decorated call runs under one) and repr ------------------------------------------
 
     def copy(self) -> RedisLock:
         """Return an unheld lock with the same name and settings.
@@ -525,28 +312,6 @@ class RedisLock:
                           lock_key=self._lock_key)
         clone._settings = self._settings
         return clone
-
-    def __call__(self, function: F) -> F:
-        """Decorate a function so that each call runs under (a fresh copy of) this lock.
-
-        Parameters
-        ----------
-        function : callable
-            The function to protect.
-
-        Returns
-        -------
-        callable
-            The wrapper (``functools.wraps`` keeps the name and docstring). It raises
-            :class:`LockNotAcquired` when the lock cannot be acquired.
-        """
-
-        @functools.wraps(function)
-        def wrapper(*args: Any, **kwargs: Any) -> Any:
-            with self.copy():
-                return function(*args, **kwargs)
-
-        return wrapper  # type: ignore[return-value]
 
     def __repr__(self) -> str:
         state = self.local.held
