@@ -18,6 +18,9 @@ from typing import Any
 import dramatiq
 from dramatiq.broker import Broker
 
+from ..broker import current_broker, get_broker
+from ..errors import ConfigError
+
 
 class DeferredBroker(Broker):
     """Dramatiq's global broker until the real one is set: every use goes to the configured broker.
@@ -27,13 +30,15 @@ class DeferredBroker(Broker):
     """
 
     def __init__(self) -> None:  # no Broker.__init__: the real broker holds the state
-        pass
+        #: The broker last resolved, once it has the worker middleware (every signal of every
+        #: task comes through here, so the check is not repeated for it).
+        self._resolved: Broker | None = None
 
-    @staticmethod
-    def resolve() -> Broker:
+    def resolve(self) -> Broker:
         """The configured broker, built (without connecting) on first call."""
-        from ..broker import get_broker
-        from ..errors import ConfigError
+        resolved = self._resolved
+        if resolved is not None and current_broker() is resolved:
+            return resolved
         from .boot import as_worker_config_error
         from .middleware import WorkerMiddleware
 
@@ -43,6 +48,7 @@ class DeferredBroker(Broker):
             raise as_worker_config_error(e) from None
         if not any(isinstance(m, WorkerMiddleware) for m in broker.middleware):
             broker.add_middleware(WorkerMiddleware())  # boots the worker in after_process_boot; inert elsewhere
+        self._resolved = broker
         return broker
 
     # -- state -------------------------------------------------------------------------------
