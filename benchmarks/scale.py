@@ -16,6 +16,12 @@ to the last result), Redis commands per task (INFO commandstats deltas, commands
 scripts included, this process's result reads subtracted), and Redis memory per finished task
 (``used_memory`` delta over the sends and the drain, results kept ``--result-ttl-s``).
 
+CPU per task over the drain is read from ``/proc`` for each worker's process tree (its fork server
+and reaped task children included) and from the Redis server, with jwql_dramatiq's in-process and
+fresh-child workers apart (tasks counted from their worker records); beside them, the CPU of one
+bare fork, exit and reap of a Python process on this host, the floor of any fresh-process-per-task
+design (:mod:`benchmarks.cpu`).
+
 Then, for jwql_dramatiq only, with the workers stopped: ``--states`` more tasks are sent (queued
 messages: a first send records no state, its task reads as "queued" from its message), and as many
 finished task states are written (as workers leave them, through ``task_state.lua``, pipelined), so
@@ -43,6 +49,7 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from benchmarks.common import BIN, REPO, print_table, start_process, stop_process, write_config  # noqa: E402
+from benchmarks.cpu import bare_fork_cpu_ms, groups_cpu_s, redis_cpu_s  # noqa: E402
 from jwql_dramatiq.embedded import RedisServer, poll_until  # noqa: E402
 
 #: Seconds allowed for all workers of a variant to say they are ready.
@@ -122,6 +129,7 @@ def run_drain(client, send, backend, tasks: int, procs: list) -> dict[str, float
     send_s = time.perf_counter() - started
     commands_sent = command_count(client)
 
+    cpu0, redis_cpu0 = groups_cpu_s([p.pid for p in procs]), redis_cpu_s(client)
     thawed = time.perf_counter()
     thaw(procs)
     polls = failures = i = 0
@@ -139,6 +147,7 @@ def run_drain(client, send, backend, tasks: int, procs: list) -> dict[str, float
             failures += 1
             i += 1
     drain_s = time.perf_counter() - thawed
+    cpu1, redis_cpu1 = groups_cpu_s([p.pid for p in procs]), redis_cpu_s(client)
     calls1, memory1 = command_calls(client), used_memory(client)
     commands1 = sum(calls1.values())
     worker_commands = commands1 - commands_sent - polls * poll_cost
@@ -152,6 +161,9 @@ def run_drain(client, send, backend, tasks: int, procs: list) -> dict[str, float
         "commands": (commands_sent - commands0 + worker_commands) / tasks,
         "memory_bytes": (memory1 - memory0) / tasks,
         "failures": failures,
+        # CPU seconds over the drain: each worker's process tree (by its pid), and the Redis server's
+        "worker_cpu_s": {pid: cpu1[pid] - cpu0[pid] for pid in cpu0},
+        "redis_cpu_s": redis_cpu1 - redis_cpu0,
         # Which commands a task costs (sends, workers and this process's result reads together).
         "by_command": {name: calls / tasks for name, calls in (calls1 - calls0).most_common(BREAKDOWN_ROWS)},
     }
@@ -213,6 +225,7 @@ def main() -> int:  # noqa: C901 (one measured run, phase after phase)
     command = (f".venv/bin/python benchmarks/scale.py --workers {args.workers} --tasks {args.tasks} "
                f"--states {args.states} --probe-tasks {args.probe_tasks} --result-ttl-s {args.result_ttl_s:g}")
     n = args.workers
+    fork_ms = bare_fork_cpu_ms()  # before this process holds thousands of messages
 
     with tempfile.TemporaryDirectory(prefix="bench-scale-") as tmp:
         root = Path(tmp)
@@ -242,6 +255,7 @@ def main() -> int:  # noqa: C901 (one measured run, phase after phase)
         with RedisServer(root / "redis-jwql") as server:
             from jwql_dramatiq.actors import ping
             from jwql_dramatiq.broker import setup_broker
+            from jwql_dramatiq.broker.control import list_workers
             from jwql_dramatiq.config import load_config
 
             url = server.url(0)
@@ -256,6 +270,12 @@ def main() -> int:  # noqa: C901 (one measured run, phase after phase)
             procs = start_workers(specs, root, "jwql")
             try:
                 rows["jwql"] = run_drain(client, ping, results_backend(broker), args.tasks, procs)
+                done_by_pid = {w.main_pid: w.tasks_done for w in list_workers(
+                    client, broker.jwql_config.namespace, broker.jwql_config.heartbeat_timeout_s)}
+                groups = {"in-process": procs[:n], "fresh-child": procs[n:]}
+                rows["jwql"]["cpu_groups"] = {
+                    name: (sum(rows["jwql"]["worker_cpu_s"][p.pid] for p in group),
+                           sum(done_by_pid.get(p.pid, 0) for p in group)) for name, group in groups.items()}
             finally:
                 for proc in procs:
                     stop_process(proc)
@@ -316,6 +336,27 @@ def main() -> int:  # noqa: C901 (one measured run, phase after phase)
          ["tasks --state queued", ops["tasks_queued_s"], ""],
          [f"purge --yes of {args.states} messages (exit {ops['purge_rc']}; prints {ops['purge_lines']} lines, "
           f"{ops['purge_bytes']} bytes)", ops["purge_s"], "<= 5 s, output summarised"]])
+    (in_cpu_s, in_tasks), (fresh_cpu_s, fresh_tasks) = (ours["cpu_groups"]["in-process"],
+                                                        ours["cpu_groups"]["fresh-child"])
+    stock_ms = sum(stock["worker_cpu_s"].values()) / args.tasks * 1000
+
+    def per_task_ms(cpu_s: float, tasks: int) -> str:
+        return f"{cpu_s / tasks * 1000:.2f}" if tasks else "-"
+
+    print_table(
+        "CPU per task over the drain, in ms (each worker's whole process tree: fork server and task children "
+        "included)",
+        ["who", "tasks run", "CPU ms per task", "/ stock's"],
+        [["stock Dramatiq workers", args.tasks, f"{stock_ms:.2f}", "1.00x"],
+         ["jwql_dramatiq in-process workers", in_tasks, per_task_ms(in_cpu_s, in_tasks),
+          f"{in_cpu_s / in_tasks * 1000 / stock_ms:.2f}x" if in_tasks else "-"],
+         ["jwql_dramatiq fresh-child workers", fresh_tasks, per_task_ms(fresh_cpu_s, fresh_tasks),
+          f"{fresh_cpu_s / fresh_tasks * 1000 / stock_ms:.2f}x" if fresh_tasks else "-"],
+         ["  floor: one bare fork, exit and reap of a Python process, nothing run", "", f"{fork_ms:.2f}",
+          f"{fork_ms / stock_ms:.2f}x"],
+         ["Redis server, stock", args.tasks, f"{stock['redis_cpu_s'] / args.tasks * 1000:.2f}", "1.00x"],
+         ["Redis server, jwql_dramatiq", args.tasks, f"{ours['redis_cpu_s'] / args.tasks * 1000:.2f}",
+          f"{ours['redis_cpu_s'] / stock['redis_cpu_s']:.2f}x" if stock["redis_cpu_s"] else "-"]])
     names = list(dict.fromkeys([*stock["by_command"], *ours["by_command"]]))
     print_table("Redis calls per task by command over the sends and the drain (result reads included)",
                 ["command", "stock Dramatiq", "jwql_dramatiq"],

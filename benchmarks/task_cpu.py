@@ -8,7 +8,8 @@ variant runs alone on its own private redis-server: one worker (``-p1 -t1``) boo
 (SIGSTOP), this process sends T no-op tasks, thaws the worker and reads every result. Reported:
 tasks/s, the machine's CPU per task over the drain (``/proc/stat``: everything, Redis and this
 process included), and each process of the worker's group (CPU it used itself, and CPU of the
-children it reaped: for the fork server, the task children).
+children it reaped: for the fork server, the task children), and the CPU of one bare fork, exit
+and reap of a Python process, the floor under any fresh process per task (:mod:`benchmarks.cpu`).
 """
 
 from __future__ import annotations
@@ -23,37 +24,9 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from benchmarks.common import BIN, print_table, stop_process, write_config  # noqa: E402
+from benchmarks.cpu import bare_fork_cpu_ms, group_cpu_s, machine_cpu_s  # noqa: E402
 from benchmarks.scale import results_backend, start_workers, thaw  # noqa: E402
 from jwql_dramatiq.embedded import RedisServer  # noqa: E402
-
-CLOCK_TICKS_PER_S = os.sysconf("SC_CLK_TCK")
-
-
-def machine_cpu_s() -> float:
-    """CPU seconds the whole machine has spent busy (all cores; idle and iowait left out)."""
-    with open("/proc/stat") as f:
-        fields = [int(v) for v in f.readline().split()[1:]]
-    return (sum(fields) - fields[3] - fields[4]) / CLOCK_TICKS_PER_S
-
-
-def group_cpu_s(group_ids: set[int]) -> dict[int, tuple[float, float]]:
-    """pid -> (own CPU s, reaped children's CPU s) of every process in the process groups."""
-    found = {}
-    for name in os.listdir("/proc"):
-        if not name.isdigit():
-            continue
-        try:
-            with open(f"/proc/{name}/stat") as f:
-                stat = f.read()
-        except OSError:  # gone meanwhile
-            continue
-        fields = stat[stat.rindex(")") + 2:].split()
-        if int(fields[2]) in group_ids:
-            own = (int(fields[11]) + int(fields[12])) / CLOCK_TICKS_PER_S
-            reaped = (int(fields[13]) + int(fields[14])) / CLOCK_TICKS_PER_S
-            found[int(name)] = (own, reaped)
-    return found
-
 
 def run_variant(kind: str, tasks: int, root: Path) -> dict:
     """Drain ``tasks`` no-op tasks through one worker of ``kind``; return the figures."""
@@ -110,6 +83,7 @@ def main() -> int:
     parser.add_argument("--tasks", type=int, default=1000, help="no-op tasks drained per variant")
     args = parser.parse_args()
     roles = ["dramatiq parent", "worker process", "fork server"]
+    fork_ms = bare_fork_cpu_ms()
     with tempfile.TemporaryDirectory(prefix="bench-task-cpu-") as tmp:
         rows = {kind: run_variant(kind, args.tasks, Path(tmp)) for kind in ("stock", "in-process", "fresh-child")}
     stock_ms = rows["stock"]["machine_ms"]
@@ -119,6 +93,8 @@ def main() -> int:
                   "; ".join(f"{roles[i] if i < len(roles) else 'process'} {own:.2f} ({reaped:.2f})"
                             for i, (own, reaped) in enumerate(row["per_process"]))]
                  for kind, row in rows.items()])
+    print(f"\nFloor under any fresh process per task on this host: one bare fork, exit and reap of a Python "
+          f"process costs {fork_ms:.2f} ms of CPU ({fork_ms / stock_ms:.2f}x a stock task's machine CPU).")
     print(f"\n(command: .venv/bin/python benchmarks/task_cpu.py --tasks {args.tasks})")
     return 0
 
