@@ -1,6 +1,7 @@
 """The fresh-process executor: every task runs in a child forked from a preloaded fork server.
 
-See :mod:`.supervisor` (the worker's side) and :mod:`.forkserver` (the server and children).
+See :mod:`.supervisor` (the worker's side), :mod:`.server_link` (its channel to the fork server)
+and :mod:`.forkserver` (the server and children).
 """
 
 from __future__ import annotations

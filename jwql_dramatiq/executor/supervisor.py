@@ -1,12 +1,13 @@
 """The worker's side of the fresh-process executor.
 
-:class:`Executor` starts the fork server, keeps the idle child it forks ahead, and runs each
-task in a child: it sends the call, relays the child's log lines, and enforces the hard
-limits from outside the child while it waits: the time limit, and the memory limit of the
-child's whole process tree (its cgroup's, or the sum of its processes' PSS; see :mod:`.memory`).
-Every kill is asked of the fork server, which reaps the child and so is the only process that
-may kill it (:mod:`.forkserver`). Waiting is a ``select`` on the child's socket,
-so the worker holds no GIL while a task runs and its heartbeats go on whatever the child does
+:class:`Executor` runs each task in a child forked from the fork server: it sends the call,
+relays the child's log lines, and enforces the hard limits from outside the child while it
+waits: the time limit, and the memory limit of the child's whole process tree (its cgroup's,
+or the sum of its processes' PSS; see :mod:`.memory`). Every kill is asked of the fork server,
+which reaps the child and so is the only process that may kill it (:mod:`.forkserver`); the
+control channel to it, the idle children it forks ahead and their exit statuses are held by
+:class:`~.server_link.ForkServerLink`. Waiting is a ``select`` on the child's socket, so the
+worker holds no GIL while a task runs and its heartbeats go on whatever the child does
 (Dramatiq issue #692).
 """
 
@@ -16,56 +17,28 @@ import logging
 import os
 import select
 import signal
-import socket
 import threading
 import time
-from collections import deque
-from dataclasses import dataclass
-from pathlib import Path
 from typing import Any, Callable, NoReturn
 
 from ..broker.results import TaskResultFailure
 from ..errors import ChildDied, ExecutorError, MemoryLimitExceeded, TaskRevoked, TimeLimitExceeded
 from . import protocol
 from .attempts import Attempt, MemoryKill, memory_failure_text, release_locks, remove_tracked, retry_cores
-from .cgroup import Cgroup
-from .forkserver import serve
 from .memory import TreeMemory, rss_mib
+from .server_link import EXITS_KEPT, SERVER_EXIT_WAIT_S, Child, ForkServerLink, describe_status
 from .task import ATTEMPT_KEY
+
+# server_link.py's constants and describe_status stay importable from here, as before it was split off
+__all__ = ["CHECK_INTERVAL_S", "EXIT_STATUS_WAIT_S", "EXITS_KEPT", "SERVER_EXIT_WAIT_S", "Executor", "describe_status"]
 
 logger = logging.getLogger(__name__)
 
 #: How often the worker checks the running child's clock and memory, in seconds.
 CHECK_INTERVAL_S = 0.05
-#: How long to wait for the fork server to report a dead child's exit status, in seconds.
+#: How long to wait for the fork server to report a dead child's exit status, in seconds; also how
+#: long to read what a killed child sent before it died.
 EXIT_STATUS_WAIT_S = 2.0
-#: How long the fork server may take to exit once told to, in seconds, before it is killed.
-SERVER_EXIT_WAIT_S = 5.0
-#: How many children's exit statuses are remembered.
-EXITS_KEPT = 256
-
-
-@dataclass
-class _Child:
-    pid: int
-    sock: socket.socket
-    cgroup: Cgroup | None = None
-    tasks_done: int = 0
-    reaped: bool = False
-
-
-def describe_status(status: int | None) -> str:
-    """Say in words how a process ended, from its raw wait status."""
-    if status is None:
-        return "exit status unknown"
-    if os.WIFSIGNALED(status):
-        sig = os.WTERMSIG(status)
-        try:
-            name = signal.Signals(sig).name
-        except ValueError:
-            name = f"signal {sig}"
-        return f"killed by {name}"
-    return f"exited with code {os.WEXITSTATUS(status)}"
 
 
 class Executor:
@@ -109,20 +82,9 @@ class Executor:
         self.work_dir = work_dir
         self.requested_memory_method = memory_method
         self.on_progress = on_progress
-        #: How task memory is limited and measured, once the fork server is ready (see :mod:`.memory`).
-        self.memory_method = ""
-        #: Why no cgroup is used, when polling ("" with a cgroup).
-        self.memory_method_reason = ""
-        self.server_pid: int | None = None
-        self.children_started = 0
         self.tasks_run = 0
-        self._control: socket.socket | None = None
-        self._idle: deque[_Child] = deque()
-        self._exits: dict[int, tuple[int, dict[str, Any]]] = {}
-        self._cond = threading.Condition()
-        self._ready = False
-        self._closed = False
-        self._current: _Child | None = None
+        self._server = ForkServerLink()
+        self._current: Child | None = None
         self._kill_reason: str | None = None
         self._attempt_over = threading.Event()
         self._attempt_over.set()
@@ -132,56 +94,39 @@ class Executor:
 
     # -- life cycle ---------------------------------------------------------------------------
 
+    @property
+    def server_pid(self) -> int | None:
+        """The fork server's pid while it runs, else None."""
+        return self._server.server_pid
+
+    @property
+    def children_started(self) -> int:
+        """Children the fork server has forked so far."""
+        return self._server.children_started
+
+    @property
+    def memory_method(self) -> str:
+        """How task memory is limited and measured, once the fork server is ready (see :mod:`.memory`)."""
+        return self._server.memory_method
+
+    @property
+    def memory_method_reason(self) -> str:
+        """Why no cgroup is used, when polling ("" with a cgroup)."""
+        return self._server.memory_method_reason
+
     def start(self) -> None:
         """Fork the fork server. Call while the process is still single-threaded."""
-        ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
-        pid = os.fork()
-        if pid == 0:
-            ours.close()
-            try:
-                serve(theirs, self.preload_modules, self.warm_up, self.work_dir, self.max_tasks_per_child,
-                      self.memory_limit_mib, self.requested_memory_method)
-            finally:
-                os._exit(1)
-        theirs.close()
-        self.server_pid, self._control = pid, ours
-        threading.Thread(target=self._read_control, name="executor-control", daemon=True).start()
+        self._server.start(preload_modules=self.preload_modules, warm_up=self.warm_up, work_dir=self.work_dir,
+                           max_tasks_per_child=self.max_tasks_per_child, memory_limit_mib=self.memory_limit_mib,
+                           memory_method=self.requested_memory_method)
 
     def close(self) -> None:
         """Stop the fork server (which kills its children's trees) and reap it. Safe to call twice."""
-        with self._cond:
-            self._closed = True
-            for child in self._idle:
-                child.sock.close()
-            self._idle.clear()
-            self._cond.notify_all()
-            control, self._control = self._control, None
-            server_pid, self.server_pid = self.server_pid, None
-        if control is not None:
-            try:
-                control.shutdown(socket.SHUT_RDWR)  # the server reads end-of-stream and exits
-            except OSError:
-                pass
-            control.close()
-        if server_pid is not None:
-            deadline = time.monotonic() + SERVER_EXIT_WAIT_S
-            while os.waitpid(server_pid, os.WNOHANG) == (0, 0):
-                if time.monotonic() > deadline:
-                    os.kill(server_pid, signal.SIGKILL)  # our own child, not yet reaped: its pid is ours
-                    os.waitpid(server_pid, 0)
-                    break
-                time.sleep(0.01)
+        self._server.close()
 
     def wait_ready(self, timeout_s: float) -> bool:
         """Block until the fork server has preloaded and its first child is idle."""
-        deadline = time.monotonic() + timeout_s
-        with self._cond:
-            while not (self._ready and self._idle) and not self._closed:
-                remaining = deadline - time.monotonic()
-                if remaining <= 0:
-                    return False
-                self._cond.wait(remaining)
-            return self._ready
+        return self._server.wait_ready(timeout_s)
 
     def fork_server_rss_mib(self) -> float:
         """The fork server's resident set in MiB (0 when it is not running): a /proc read, no Redis work."""
@@ -199,7 +144,7 @@ class Executor:
         if child is None:
             return None
         self._kill_reason = reason
-        self._kill(child, reason)
+        self._server.kill(child.pid, reason)
         return child.pid
 
     def stop_now(self) -> None:
@@ -213,61 +158,6 @@ class Executor:
         self.kill_current("stop_now")
         self.close()
         self._attempt_over.wait(EXIT_STATUS_WAIT_S)
-
-    def _read_control(self) -> None:
-        control = self._control
-        assert control is not None
-        while True:
-            try:
-                packet = protocol.recv_packet(control)
-            except OSError:
-                packet = None
-            with self._cond:
-                if packet is None:
-                    if not self._closed:
-                        logger.critical("The fork server (PID %s) has gone away.", self.server_pid)
-                    self._closed = True
-                    self._cond.notify_all()
-                    return
-                (kind, *rest), fds = packet
-                if kind == "ready":
-                    self._ready = True
-                    self.memory_method = rest[1]["method"]
-                    self.memory_method_reason = rest[1]["reason"]
-                    logger.info("Fork server %s ready: preload and warm-up took %.2f s; task memory %s by %s%s.",
-                                self.server_pid, rest[0], "limited to %g MiB per task" % self.memory_limit_mib
-                                if self.memory_limit_mib > 0 else "measured", self.memory_method,
-                                f" ({self.memory_method_reason})" if self.memory_method_reason else "")
-                elif kind == "child":
-                    self.children_started += 1
-                    cgroup = None if rest[1] is None else Cgroup(rest[1][0], Path(rest[1][1]))
-                    self._idle.append(_Child(rest[0], socket.socket(fileno=fds[0]), cgroup))
-                elif kind == "exit":
-                    self._exits[rest[0]] = (rest[1], rest[2])
-                    while len(self._exits) > EXITS_KEPT:  # normal retirements are never asked about
-                        del self._exits[next(iter(self._exits))]
-                self._cond.notify_all()
-
-    def _send_control(self, packet: tuple) -> None:
-        control = self._control
-        if control is None:
-            raise ExecutorError("the executor is closed")
-        protocol.send_packet(control, packet)
-
-    def _take_child(self) -> _Child:
-        with self._cond:
-            while not self._idle:
-                if self._closed:
-                    raise ExecutorError("the fork server has stopped; no child can run the task")
-                self._cond.wait(1.0)
-            return self._idle.popleft()
-
-    def _exit_status(self, pid: int) -> tuple[int | None, dict[str, Any]]:
-        deadline = time.monotonic() + EXIT_STATUS_WAIT_S
-        with self._cond:
-            while pid not in self._exits and time.monotonic() < deadline and not self._closed:
-                self._cond.wait(0.05)
-            return self._exits.pop(pid, (None, {}))
 
     # -- running tasks ------------------------------------------------------------------------
 
@@ -334,11 +224,11 @@ class Executor:
 
     def _run_attempt(self, actor_name: str, args: tuple, kwargs: dict, context: dict[str, Any], deadline: float,
                      attempt: Attempt) -> tuple[str, Any, dict[str, Any]]:
-        child = self._take_child()
+        child = self._server.take_child()
         attempt.pid = child.pid
         last_task = child.tasks_done + 1 >= self.max_tasks_per_child
         if last_task:
-            self._send_control(("spawn",))  # fork the replacement while this task runs
+            self._server.spawn()  # fork the replacement while this task runs
         self._current, self._kill_reason = child, None
         self._attempt_over.clear()
         memory = TreeMemory(child.pid, child.cgroup)
@@ -350,7 +240,7 @@ class Executor:
         except BaseException as e:
             self._discard(child, replace=not last_task)
             if not child.reaped:
-                self._exit_status(child.pid)  # the tree is dead once its leader is reaped
+                self._server.exit_status(child.pid, EXIT_STATUS_WAIT_S)  # the tree is dead once its leader is reaped
             remove_tracked(attempt)
             release_locks(attempt)
             self._attempt_over.set()
@@ -364,24 +254,23 @@ class Executor:
         if last_task:
             child.sock.close()  # the child sees end of stream and exits
         else:
-            with self._cond:
-                self._idle.appendleft(child)
+            self._server.put_back(child)
         memory.sample()
         attempt.memory_peak_mib = memory.peak_mib
         remove_tracked(attempt)
         self._attempt_over.set()
         return reply
 
-    def _discard(self, child: _Child, replace: bool) -> None:
-        self._kill(child, "discarded")
+    def _discard(self, child: Child, replace: bool) -> None:
+        self._server.kill(child.pid, "discarded")
         child.sock.close()
         if replace:
             try:
-                self._send_control(("spawn",))
+                self._server.spawn()
             except ExecutorError:
                 pass
 
-    def _wait_reply(self, child: _Child, actor_name: str, message_id: str | None, deadline: float,
+    def _wait_reply(self, child: Child, actor_name: str, message_id: str | None, deadline: float,
                     memory: TreeMemory, attempt: Attempt) -> tuple[str, Any, dict[str, Any]]:
         limit_s = self.time_limit_for(actor_name)
         started = deadline - limit_s  # the task's first attempt started then
@@ -390,7 +279,7 @@ class Executor:
         while True:
             now = time.monotonic()
             if now >= deadline:
-                self._kill(child, "time limit")
+                self._server.kill(child.pid, "time limit")
                 self._drain(child, attempt, task_logger, message_id, actor_name)
                 raise TimeLimitExceeded(
                     f"{actor_name} ({message_id}) ran past its time limit of {limit_s:g} s "
@@ -405,7 +294,7 @@ class Executor:
                 elif self.memory_limit_mib > 0 and used > self.memory_limit_mib:
                     by = f"the worker at {used:.1f} MiB"
                 if by is not None:
-                    self._kill(child, "memory")
+                    self._server.kill(child.pid, "memory")
                     self._drain(child, attempt, task_logger, message_id, actor_name)
                     raise MemoryKill(by, memory.peak_mib, memory.method)
             readable, _, _ = select.select([child.sock], [], [], min(CHECK_INTERVAL_S, max(0.0, deadline - now)))
@@ -417,7 +306,7 @@ class Executor:
             if not self._handle_frame(frame, attempt, task_logger, message_id, actor_name):
                 return frame
 
-    def _ended(self, child: _Child, actor_name: str, message_id: str | None, memory: TreeMemory,
+    def _ended(self, child: Child, actor_name: str, message_id: str | None, memory: TreeMemory,
                attempt: Attempt) -> NoReturn:
         """The child's socket closed before a reply: say why, as an exception."""
         if self._kill_reason == "stop_now":
@@ -425,7 +314,7 @@ class Executor:
         if self._kill_reason == "revoked":
             raise TaskRevoked(f"task {message_id} ({actor_name}) was revoked and its child "
                               f"(PID {child.pid}) killed with its process tree")
-        status, details = self._exit_status(child.pid)
+        status, details = self._server.exit_status(child.pid, EXIT_STATUS_WAIT_S)
         child.reaped = True
         attempt.memory_peak_mib = max(memory.peak_mib, details.get("peak_mib") or 0.0)
         killed = status is not None and os.WIFSIGNALED(status) and os.WTERMSIG(status) == signal.SIGKILL
@@ -451,7 +340,7 @@ class Executor:
             return False
         return True
 
-    def _drain(self, child: _Child, attempt: Attempt, task_logger: logging.Logger, message_id: str | None,
+    def _drain(self, child: Child, attempt: Attempt, task_logger: logging.Logger, message_id: str | None,
                actor_name: str) -> None:
         """After a kill: read what the child sent before it died (announced directories above all)."""
         deadline = time.monotonic() + EXIT_STATUS_WAIT_S
@@ -465,13 +354,6 @@ class Executor:
                 if frame is None:
                     return
                 self._handle_frame(frame, attempt, task_logger, message_id, actor_name)
-
-    def _kill(self, child: _Child, reason: str) -> None:
-        """Ask the fork server, which reaps the child, to kill its whole tree."""
-        try:
-            self._send_control(("kill", child.pid, reason))
-        except (ExecutorError, OSError):
-            pass  # the server is gone or going: it kills every child's tree as it exits
 
 
 class _StopNow(BaseException):
