@@ -77,11 +77,15 @@ FAULTS += [
      "Sentinel: partition isolating the master with one worker (7 hosts in network namespaces, link down "
      "1 s past the promotion, then healed and the old master made a replica)",
      _SENTINEL_EXPECTED + "; the cut-off worker is granted no lock during the cut",
-     [*_SENTINEL_FIGURES, ("grants begun on the cut-off host during the cut", "grants_begun_on_cut_host_during_cut")]),
+     [*_SENTINEL_FIGURES, ("grants begun on the cut-off host during the cut", "grants_begun_on_cut_host_during_cut"),
+      ("grants stamped just after the cut, confirmed before it",
+       "grants_stamped_on_cut_host_during_cut_but_confirmed_before")]),
     ("test_partition_isolates_the_master_with_one_worker[min-replicas-to-write]",
      "Sentinel: the same partition, data nodes with `min-replicas-to-write 1` (`min-replicas-max-lag 2`)",
      _SENTINEL_EXPECTED + "; writes refused with NOREPLICAS are ridden through and strand no result",
      [*_SENTINEL_FIGURES, ("grants begun on the cut-off host during the cut", "grants_begun_on_cut_host_during_cut"),
+      ("grants stamped just after the cut, confirmed before it",
+       "grants_stamped_on_cut_host_during_cut_but_confirmed_before"),
       ("writes the isolated master refused (NOREPLICAS)", "isolated_master_writes_refused_noreplicas")]),
 ]
 
