@@ -98,8 +98,10 @@ def test_child_log_lines_reach_the_worker_log_with_task_id_and_actor(broker, mak
     worker = start_worker(make_config())
     message = t.log_lines.send(3)
     assert message.get_result(block=True, timeout=10_000) == 3
-    lines = wait_for(lambda: [line for line in worker.log().splitlines() if "task log line" in line], 10,
-                     "the child's log lines")
+    # The worker process hands its log lines to the dramatiq parent, which writes the file: poll for all three.
+    wait_for(lambda: len([line for line in worker.log().splitlines() if "task log line" in line]) >= 3, 10,
+             "the child's three log lines")
+    lines = [line for line in worker.log().splitlines() if "task log line" in line]
     assert len(lines) == 3
     assert all(message.message_id in line and "log_lines" in line for line in lines)
 
