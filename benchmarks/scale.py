@@ -16,7 +16,7 @@ to the last result), Redis commands per task (INFO commandstats deltas, commands
 scripts included, this process's result reads subtracted), and Redis memory per finished task
 (``used_memory`` delta over the sends and the drain, results kept ``--result-ttl-s``).
 
-CPU per task over the drain is read from ``/proc`` for each worker's process tree (its fork server
+CPU per task over the drain is read from ``/proc`` for each worker's process group (its fork server
 and reaped task children included) and from the Redis server, with jwql_dramatiq's in-process and
 fresh-child workers apart (tasks counted from their worker records); beside them, the CPU of one
 bare fork, exit and reap of a Python process on this host, the floor of any fresh-process-per-task
@@ -161,7 +161,7 @@ def run_drain(client, send, backend, tasks: int, procs: list) -> dict[str, float
         "commands": (commands_sent - commands0 + worker_commands) / tasks,
         "memory_bytes": (memory1 - memory0) / tasks,
         "failures": failures,
-        # CPU seconds over the drain: each worker's process tree (by its pid), and the Redis server's
+        # CPU seconds over the drain: each worker's process group (by its leader's pid), and the Redis server's
         "worker_cpu_s": {pid: cpu1[pid] - cpu0[pid] for pid in cpu0},
         "redis_cpu_s": redis_cpu1 - redis_cpu0,
         # Which commands a task costs (sends, workers and this process's result reads together).
@@ -338,22 +338,25 @@ def main() -> int:  # noqa: C901 (one measured run, phase after phase)
           f"{ops['purge_bytes']} bytes)", ops["purge_s"], "<= 5 s, output summarised"]])
     (in_cpu_s, in_tasks), (fresh_cpu_s, fresh_tasks) = (ours["cpu_groups"]["in-process"],
                                                         ours["cpu_groups"]["fresh-child"])
-    stock_ms = sum(stock["worker_cpu_s"].values()) / args.tasks * 1000
+    stock_cpu_s = sum(stock["worker_cpu_s"].values())
+    stock_ms = stock_cpu_s / args.tasks * 1000
 
-    def per_task_ms(cpu_s: float, tasks: int) -> str:
-        return f"{cpu_s / tasks * 1000:.2f}" if tasks else "-"
+    def cpu_cells(cpu_s: float, tasks: int) -> list[str]:
+        """CPU ms per task, and its ratio to stock's."""
+        if not tasks:
+            return ["-", "-"]
+        ms = cpu_s / tasks * 1000
+        return [f"{ms:.2f}", f"{ms / stock_ms:.2f}x"]
 
     print_table(
-        "CPU per task over the drain, in ms (each worker's whole process tree: fork server and task children "
+        "CPU per task over the drain, in ms (each worker's process group: fork server and task children "
         "included)",
         ["who", "tasks run", "CPU ms per task", "/ stock's"],
-        [["stock Dramatiq workers", args.tasks, f"{stock_ms:.2f}", "1.00x"],
-         ["jwql_dramatiq in-process workers", in_tasks, per_task_ms(in_cpu_s, in_tasks),
-          f"{in_cpu_s / in_tasks * 1000 / stock_ms:.2f}x" if in_tasks else "-"],
-         ["jwql_dramatiq fresh-child workers", fresh_tasks, per_task_ms(fresh_cpu_s, fresh_tasks),
-          f"{fresh_cpu_s / fresh_tasks * 1000 / stock_ms:.2f}x" if fresh_tasks else "-"],
-         ["  floor: one bare fork, exit and reap of a Python process, nothing run", "", f"{fork_ms:.2f}",
-          f"{fork_ms / stock_ms:.2f}x"],
+        [["stock Dramatiq workers", args.tasks, *cpu_cells(stock_cpu_s, args.tasks)],
+         ["jwql_dramatiq in-process workers", in_tasks, *cpu_cells(in_cpu_s, in_tasks)],
+         ["jwql_dramatiq fresh-child workers", fresh_tasks, *cpu_cells(fresh_cpu_s, fresh_tasks)],
+         ["  floor: one bare fork, exit and reap of a Python process, nothing run", "",
+          *cpu_cells(fork_ms / 1000, 1)],
          ["Redis server, stock", args.tasks, f"{stock['redis_cpu_s'] / args.tasks * 1000:.2f}", "1.00x"],
          ["Redis server, jwql_dramatiq", args.tasks, f"{ours['redis_cpu_s'] / args.tasks * 1000:.2f}",
           f"{ours['redis_cpu_s'] / stock['redis_cpu_s']:.2f}x" if stock["redis_cpu_s"] else "-"]])

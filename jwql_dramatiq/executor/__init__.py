@@ -7,6 +7,7 @@ and :mod:`.forkserver` (the server and children).
 from __future__ import annotations
 
 from .memory import rss_mib
-from .supervisor import Executor, describe_status
+from .server_link import describe_status
+from .supervisor import Executor
 
 __all__ = ["Executor", "describe_status", "rss_mib"]

@@ -26,11 +26,8 @@ from ..errors import ChildDied, ExecutorError, MemoryLimitExceeded, TaskRevoked,
 from . import protocol
 from .attempts import Attempt, MemoryKill, memory_failure_text, release_locks, remove_tracked, retry_cores
 from .memory import TreeMemory, rss_mib
-from .server_link import EXITS_KEPT, SERVER_EXIT_WAIT_S, Child, ForkServerLink, describe_status
+from .server_link import Child, ForkServerLink, describe_status
 from .task import ATTEMPT_KEY
-
-# server_link.py's constants and describe_status stay importable from here, as before it was split off
-__all__ = ["CHECK_INTERVAL_S", "EXIT_STATUS_WAIT_S", "EXITS_KEPT", "SERVER_EXIT_WAIT_S", "Executor", "describe_status"]
 
 logger = logging.getLogger(__name__)
 

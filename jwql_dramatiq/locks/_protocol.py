@@ -68,6 +68,11 @@ def take(
     return wait_in_queue(s, name, token, record_tail, blocking, deadline)
 
 
+def run_release(s: _redis.LockSettings, token: bytes) -> int:
+    """Run release.lua for ``token`` with the lock's keys and wake-up settings; return its code."""
+    return _scripts.RELEASE.run(s.client, s.release_keys, [token, s.keys.signal_prefix, s.signal_ttl_ms])
+
+
 def release_token(s: _redis.LockSettings, name: str, token: bytes, fence: int) -> None:
     """Release the acquisition holding ``token`` and wake the first waiter (release.lua).
 
@@ -91,7 +96,7 @@ def release_token(s: _redis.LockSettings, name: str, token: bytes, fence: int) -
     RedisUnavailable
         Redis could not be reached.
     """
-    code = _scripts.RELEASE.run(s.client, s.release_keys, [token, s.keys.signal_prefix, s.signal_ttl_ms])
+    code = run_release(s, token)
     if code == RELEASED or code == RELEASED_WOKE:
         return
     if code == NOT_OWNED:

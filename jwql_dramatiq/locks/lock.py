@@ -21,10 +21,10 @@ from typing import Any
 import redis
 
 from jwql_dramatiq.errors import LockError
-from jwql_dramatiq.locks import _redis, _scripts
+from jwql_dramatiq.locks import _redis
 from jwql_dramatiq.locks._forms import LockFormsMixin
 from jwql_dramatiq.locks._held import Held, new_local
-from jwql_dramatiq.locks._protocol import release_token, take
+from jwql_dramatiq.locks._protocol import release_token, run_release, take
 from jwql_dramatiq.locks._redis_py_api import RedisPyLockMixin
 from jwql_dramatiq.locks.owner import owner_json
 from jwql_dramatiq.locks.renewal import get_renewer
@@ -220,9 +220,8 @@ class RedisLock(LockFormsMixin, RedisPyLockMixin):
 
     def _give_back(self, token: bytes) -> None:
         """Release a grant no replica confirmed (the caller is told it failed), if Redis still answers."""
-        s = self.settings
         try:
-            _scripts.RELEASE.run(s.client, s.release_keys, [token, s.keys.signal_prefix, s.signal_ttl_ms])
+            run_release(self.settings, token)
         except Exception:
             logger.warning("Could not give back the unconfirmed grant of lock %r", self.name, exc_info=True)
 
